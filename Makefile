@@ -1,0 +1,64 @@
+# mcp-agent: `make` builds mcp-agent and mcp; `make test` runs every suite;
+# `make check` runs them again under AddressSanitizer and UBSan.
+CC       ?= cc
+PKGS     := luajit libuv libmicrohttpd libcurl jansson sqlite3 gnutls libedit
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(PKG_CFLAGS) \
+            -DMCP_LIB_DIR='"$(CURDIR)"'
+LDLIBS   += $(PKG_LIBS) -lm
+B        ?= build
+
+MAINS    := core/main.c core/mcp_main.c core/lmodule.c
+CORE_SRC := $(filter-out $(MAINS),$(wildcard core/*.c))
+CORE_OBJ := $(CORE_SRC:core/%.c=$(B)/core/%.o)
+
+all: mcp-agent mcp $(B)/lua/mcp/core.so
+
+$(B)/core/%.o: core/%.c $(wildcard core/*.h) | $(B)/core
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(B)/core $(B)/lua/mcp:
+	mkdir -p $@
+
+$(B)/mcp-agent: $(B)/core/main.o $(CORE_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/mcp: $(B)/core/mcp_main.o $(CORE_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/lua/mcp/core.so: $(B)/core/lmodule.o $(CORE_OBJ) | $(B)/lua/mcp
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(filter-out -lluajit-5.1,$(LDLIBS))
+
+mcp-agent mcp: %: $(B)/%
+	cp $< $@
+
+deps:
+	sh scripts/deps.sh
+
+test: all
+	sh tests/run.sh
+
+# The same suites against binaries built with ASan and UBSan.
+check:
+	$(MAKE) B=build/san OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	    LDFLAGS="-fsanitize=address,undefined" build/san/mcp-agent build/san/mcp \
+	    build/san/lua/mcp/core.so
+	MCP_BUILD=build/san MCP_SANITIZE=1 sh tests/run.sh
+
+demo: all
+	sh scripts/demo.sh
+
+bench: all
+	sh bench/run.sh
+
+fuzz:
+	sh fuzz/run.sh $(FUZZ_SECONDS)
+
+clean:
+	rm -rf build mcp-agent mcp
+
+.PHONY: all deps test check demo bench fuzz clean

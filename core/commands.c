@@ -1,0 +1,67 @@
+/* commands.c: subcommands whose logic is Lua, run in a runtime without
+ * servers: the same bindings and library as the server, one task, then exit. */
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "agent.h"
+#include "commands.h"
+#include "config.h"
+#include "log.h"
+#include "subsystems.h"
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int command_run_lua(const struct command *c, struct config *cfg, const char *fn,
+                    int argc, char **argv)
+{
+    struct agent agent, *a = &agent;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    int rc = 1;
+    if (agent_setup(a, cfg, &loop) != 0)
+        goto out;
+    lua_State *L = a->rt.L;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "mcp.commands");
+    if (runtime_pcall(L, 1, 1, "require mcp.commands") != 0)
+        goto out;
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        log_error("mcp.commands.%s is missing", fn);
+        goto out;
+    }
+    for (int i = 0; i < argc; i++)
+        lua_pushstring(L, argv[i]);
+    int base = lua_gettop(L) - argc - 1;
+    struct task *t = task_spawn(&a->rt, L, argc, c->name, NULL, NULL, NULL);
+    if (task_run_until_done(&a->rt, t, L) != 0) {
+        fprintf(stderr, "mcp-agent %s: %s\n", c->name, lua_tostring(L, -1));
+        goto out;
+    }
+    rc = lua_gettop(L) > base && lua_isnumber(L, base + 1) ? (int)lua_tointeger(L, base + 1)
+                                                           : 0;
+out:
+    subsystems_close(a);
+    runtime_close(&a->rt);
+    uv_walk(&loop, close_walk, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return rc;
+}
+
+int cmd_check_config(const struct command *c, int argc, char **argv)
+{
+    int rest;
+    struct config *cfg = command_load_config(c, argc, argv, &rest);
+    int rc = command_run_lua(c, cfg, "check_config", argc - rest, argv + rest);
+    config_free(cfg);
+    return rc;
+}

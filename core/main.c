@@ -1,0 +1,152 @@
+/* main.c: `mcp-agent`, its subcommands and their usage. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "commands.h"
+#include "config.h"
+#include "log.h"
+#include "toml.h"
+
+static const struct command *find_command(const char *name);
+
+static int usage(FILE *f, int rc)
+{
+    fprintf(f, "usage: mcp-agent COMMAND [options]\n\ncommands:\n");
+    for (const struct command *c = commands; c->name; c++)
+        fprintf(f, "  %-14s %s\n", c->name, c->summary);
+    fprintf(f, "\n`mcp-agent COMMAND --help` tells more about each.\n");
+    return rc;
+}
+
+static const struct command *find_command(const char *name)
+{
+    for (const struct command *c = commands; c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+int command_help(const struct command *c, FILE *f, int rc)
+{
+    fprintf(f, "usage: mcp-agent %s %s\n\n%s\n", c->name, c->args, c->help);
+    return rc;
+}
+
+struct config *command_load_config(const struct command *c, int argc, char **argv,
+                                   int *rest)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *path = getenv("MCP_AGENT_CONFIG");
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'h':
+            exit(command_help(c, stdout, 0));
+        default:
+            exit(command_help(c, stderr, 2));
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "mcp-agent %s: --config FILE is required "
+                        "(or MCP_AGENT_CONFIG in the environment)\n", c->name);
+        exit(2);
+    }
+    if (rest)
+        *rest = optind;
+    char err[1024];
+    struct config *cfg = config_load(path, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "mcp-agent %s: %s\n", c->name, err);
+        exit(1);
+    }
+    int level = log_level_parse(cfg->log_level);
+    log_setup(level < 0 ? LOG_INFO : (enum log_level)level);
+    return cfg;
+}
+
+static int cmd_server(const struct command *c, int argc, char **argv)
+{
+    int rest;
+    struct config *cfg = command_load_config(c, argc, argv, &rest);
+    if (rest < argc) {
+        fprintf(stderr, "mcp-agent server: unexpected argument \"%s\"\n", argv[rest]);
+        config_free(cfg);
+        return 2;
+    }
+    int rc = agent_server(cfg);
+    config_free(cfg);
+    return rc;
+}
+
+static int cmd_version(const struct command *c, int argc, char **argv)
+{
+    (void)c;
+    (void)argc;
+    (void)argv;
+    printf("mcp-agent %s\n", MCP_VERSION);
+    return 0;
+}
+
+static int cmd_toml_decode(const struct command *c, int argc, char **argv)
+{
+    if (argc > 1)
+        return command_help(c, strcmp(argv[1], "--help") == 0 ? stdout : stderr,
+                            strcmp(argv[1], "--help") == 0 ? 0 : 2);
+    return toml_decode_cmd(stdin, stdout, stderr);
+}
+
+static int cmd_config_doc(const struct command *c, int argc, char **argv)
+{
+    if (argc > 1)
+        return command_help(c, stdout, 0);
+    (void)argv;
+    config_write_doc(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr, 2);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0)
+        return usage(stdout, 0);
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(NULL, 0, NULL);
+    const struct command *c = find_command(argv[1]);
+    if (!c) {
+        fprintf(stderr, "mcp-agent: unknown command \"%s\"\n\n", argv[1]);
+        return usage(stderr, 2);
+    }
+    return c->run(c, argc - 1, argv + 1);
+}
+
+const struct command commands[] = {
+    { "server", "--config FILE", "run the agent", cmd_server,
+      "Runs the agent in the foreground until SIGTERM or SIGINT; SIGHUP reloads\n"
+      "policies and definitions. Logs go to stderr (the journal under systemd)." },
+    { "check-config", "--config FILE", "validate the config, definitions and policies",
+      cmd_check_config,
+      "Loads the config, every service definition and every policy it names, as the\n"
+      "server would, and reports each problem with its file and line. Exit 0 when\n"
+      "everything is valid, 1 otherwise." },
+    { "version", "", "print the version", cmd_version, "Prints the version." },
+    { "toml-decode", "< FILE.toml", "TOML on stdin to toml-test JSON on stdout",
+      cmd_toml_decode,
+      "Reads TOML on stdin and prints it as the JSON of the toml-test suite (every\n"
+      "leaf {\"type\": ..., \"value\": ...}). Exit 1 with the error on stderr." },
+    { "config-doc", "", "print the reference of every config key (markdown)",
+      cmd_config_doc, "Prints every config key, its type, default and meaning." },
+    { NULL, NULL, NULL, NULL, NULL },
+};
