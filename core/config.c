@@ -222,14 +222,14 @@ static char *expand(const char *def, const struct config *c)
 static const char *type_doc(const struct key *k)
 {
     switch (k->type) {
-    case CT_STRING: return "string";
-    case CT_PATH: return "absolute path";
-    case CT_STRINGS: return "list of strings";
-    case CT_INT: return "integer";
-    case CT_FLOAT: return "number";
-    case CT_BOOL: return "boolean";
-    case CT_DURATION: return "duration (\"500ms\", \"30s\", \"5m\")";
-    case CT_SIZE: return "size (bytes, \"64MiB\", \"1GiB\")";
+    case CT_STRING: return "a string";
+    case CT_PATH: return "an absolute path";
+    case CT_STRINGS: return "a list of strings";
+    case CT_INT: return "an integer";
+    case CT_FLOAT: return "a number";
+    case CT_BOOL: return "a boolean";
+    case CT_DURATION: return "a duration (\"500ms\", \"30s\", \"5m\")";
+    case CT_SIZE: return "a size (bytes, \"64MiB\", \"1GiB\")";
     case CT_ENUM: return "one of";
     }
     return "?";
@@ -250,15 +250,17 @@ static const char *set_text(struct config *c, const struct key *k, const char *t
     void *f = field(c, k);
     switch (k->type) {
     case CT_PATH:
-        if (text[0] != '/') {
+    case CT_STRING: {
+        char *v = expand(text, c);
+        if (k->type == CT_PATH && v[0] != '/') {
             snprintf(why, why_len, "expected an absolute path, got \"%s\"", text);
+            free(v);
             return why;
         }
-        /* fall through */
-    case CT_STRING:
         free(*(char **)f);
-        *(char **)f = expand(text, c);
+        *(char **)f = v;
         return NULL;
+    }
     case CT_ENUM: {
         size_t n = strlen(text);
         const char *p = k->choices;
@@ -499,22 +501,6 @@ struct config *config_parse(const char *text, size_t len, const char *path, char
             continue;
         }
     }
-    /* Values in schema order, so that {data_dir} in later values is known. */
-    for (size_t i = 0; i < NKEYS; i++) {
-        const struct key *k = &schema[i];
-        const struct toml_value *sec = toml_get(root, k->section);
-        const struct toml_value *v = sec ? toml_get(sec, k->name) : NULL;
-        if (v && set_value(c, k, v, why, sizeof why)) {
-            snprintf(err, err_len, "%s:%d: [%s] %s: %s", path, v->line, k->section, k->name,
-                     why);
-            goto fail;
-        }
-        if (!v && k->def && set_text(c, k, k->def, why, sizeof why)) {
-            snprintf(err, err_len, "%s: default of [%s] %s: %s", path, k->section, k->name,
-                     why);
-            goto fail;
-        }
-    }
     for (size_t i = 0; i < root->u.table.len; i++) {
         const struct toml_kv *sec = &root->u.table.items[i];
         if (strcmp(sec->key, "boot") == 0)
@@ -532,6 +518,22 @@ struct config *config_parse(const char *text, size_t len, const char *path, char
                          kv->value->line, sec->key, kv->key, hint);
                 goto fail;
             }
+        }
+    }
+    /* Values in schema order, so that {data_dir} in later values is known. */
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &schema[i];
+        const struct toml_value *sec = toml_get(root, k->section);
+        const struct toml_value *v = sec ? toml_get(sec, k->name) : NULL;
+        if (v && set_value(c, k, v, why, sizeof why)) {
+            snprintf(err, err_len, "%s:%d: [%s] %s: %s", path, v->line, k->section, k->name,
+                     why);
+            goto fail;
+        }
+        if (!v && k->def && set_text(c, k, k->def, why, sizeof why)) {
+            snprintf(err, err_len, "%s: default of [%s] %s: %s", path, k->section, k->name,
+                     why);
+            goto fail;
         }
     }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {

@@ -29,52 +29,6 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
-int command_help(const struct command *c, FILE *f, int rc)
-{
-    fprintf(f, "usage: mcp-agent %s %s\n\n%s\n", c->name, c->args, c->help);
-    return rc;
-}
-
-struct config *command_load_config(const struct command *c, int argc, char **argv,
-                                   int *rest)
-{
-    static const struct option opts[] = {
-        { "config", required_argument, NULL, 'c' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    const char *path = getenv("MCP_AGENT_CONFIG");
-    int ch;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'c':
-            path = optarg;
-            break;
-        case 'h':
-            exit(command_help(c, stdout, 0));
-        default:
-            exit(command_help(c, stderr, 2));
-        }
-    }
-    if (!path) {
-        fprintf(stderr, "mcp-agent %s: --config FILE is required "
-                        "(or MCP_AGENT_CONFIG in the environment)\n", c->name);
-        exit(2);
-    }
-    if (rest)
-        *rest = optind;
-    char err[1024];
-    struct config *cfg = config_load(path, err, sizeof err);
-    if (!cfg) {
-        fprintf(stderr, "mcp-agent %s: %s\n", c->name, err);
-        exit(1);
-    }
-    int level = log_level_parse(cfg->log_level);
-    log_setup(level < 0 ? LOG_INFO : (enum log_level)level);
-    return cfg;
-}
-
 static int cmd_server(const struct command *c, int argc, char **argv)
 {
     int rest;

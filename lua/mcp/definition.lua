@@ -422,25 +422,43 @@ end
 ----------------------------------------------------------------------------
 -- Components' parts
 
+-- One variable: KEY checked, PORT* refused, a repeat refused. raw is the
+-- "KEY=VALUE" string as written, when the list form was used.
+local function env_entry(ctx, p, key, value, raw, seen, out)
+  local what = raw and (quote(raw) .. " sets " .. key) or key
+  if not key:match("^[A-Za-z_][A-Za-z0-9_]*$") then
+    return ctx:err(p, (raw and quote(raw) .. ": " or "") .. quote(key) .. " is not a variable"
+      .. " name: expected letters, digits and '_', not starting with a digit")
+  end
+  if key == "PORT" or key:match("^PORT_") then
+    return ctx:err(p, (raw and what .. ", which" or key) .. " is reserved: the agent sets PORT"
+      .. " and PORT_<ROUTE> from the component's routes")
+  end
+  if seen[key] then
+    return ctx:err(p, what .. " again (first set at " .. seen[key] .. ")")
+  end
+  seen[key] = p
+  out[#out + 1] = key .. "=" .. value
+  return true
+end
+
 local function check_env(ctx, path, v)
   if v == nil then return {} end
-  local entries = {}   -- { key, value, path }
   if type(v) ~= "table" then
     return ctx:expect(path, 'a list of "KEY=VALUE" strings or a table of KEY = "VALUE"', v)
   end
+  local seen, out, ok = {}, {}, true
   if is_list(v) then
     for i, e in ipairs(v) do
       local p = path .. "[" .. i .. "]"
+      local key, value
       if type(e) ~= "string" then
         ctx:expect(p, 'a "KEY=VALUE" string', e)
       else
-        local key, value = e:match("^([^=]*)=(.*)$")
-        if not key then
-          ctx:err(p, quote(e) .. ' is not "KEY=VALUE"')
-        else
-          entries[#entries + 1] = { key, value, p, e }
-        end
+        key, value = e:match("^([^=]*)=(.*)$")
+        if not key then ctx:err(p, quote(e) .. ' is not "KEY=VALUE"') end
       end
+      ok = key and env_entry(ctx, p, key, value, e, seen, out) and ok
     end
   else
     for _, key in ipairs(sorted_keys(v)) do
@@ -449,35 +467,17 @@ local function check_env(ctx, path, v)
       if type(key) ~= "string" then
         ctx:err(path .. "[" .. tostring(key) .. "]", "unexpected list item " .. show(value)
           .. ' in a table of KEY = "VALUE": use one form or the other')
-      elseif type(value) == "number" then
-        entries[#entries + 1] = { key, num(value), p }
-      elseif type(value) == "boolean" then
-        entries[#entries + 1] = { key, tostring(value), p }
+        ok = false
+      elseif type(value) == "number" or type(value) == "boolean" then
+        -- Lua files write DEBUG = 1; the container sees the text either way.
+        ok = env_entry(ctx, p, key, type(value) == "number" and num(value) or tostring(value),
+          nil, seen, out) and ok
       elseif type(value) ~= "string" then
         ctx:expect(p, "a string value", value)
+        ok = false
       else
-        entries[#entries + 1] = { key, value, p }
+        ok = env_entry(ctx, p, key, value, nil, seen, out) and ok
       end
-    end
-  end
-  local seen, out, ok = {}, {}, true
-  for _, e in ipairs(entries) do
-    local key, value, p, raw = e[1], e[2], e[3], e[4]
-    local what = raw and quote(raw) or quote(key)
-    if not key:match("^[A-Za-z_][A-Za-z0-9_]*$") then
-      ctx:err(p, what .. ": " .. quote(key) .. " is not a variable name: expected letters,"
-        .. " digits and '_', not starting with a digit")
-      ok = false
-    elseif key == "PORT" or key:match("^PORT_") then
-      ctx:err(p, what .. " sets " .. key .. ", which is reserved: the agent sets PORT and"
-        .. " PORT_<ROUTE> from the component's routes")
-      ok = false
-    elseif seen[key] then
-      ctx:err(p, what .. " sets " .. key .. " again (first set at " .. seen[key] .. ")")
-      ok = false
-    else
-      seen[key] = p
-      out[#out + 1] = key .. "=" .. value
     end
   end
   table.sort(out)
@@ -674,7 +674,7 @@ end
 local function route_list_text(routes)
   local t = {}
   for _, r in ipairs(routes) do
-    t[#t + 1] = r.name and (r.name .. " on " .. r.port) or tostring(r.port)
+    t[#t + 1] = (r.name or "unnamed") .. " on " .. r.port
   end
   return table.concat(t, ", ")
 end
@@ -1005,7 +1005,7 @@ function definition.validate(t, source, opts)
       def.build = deep_copy(t.build)
     end
   end
-  local service = def.name or (type(t.name) == "string" and t.name) or "SERVICE"
+  local service = def.name or (type(t.name) == "string" and t.name) or "<service>"
   local comps = t.components
   if comps == nil then
     ctx:missing("components", "a non-empty list of components")

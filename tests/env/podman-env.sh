@@ -178,10 +178,18 @@ EOF
     ln -sfn ../podman.sock "$DIR/run/podman/podman.sock"
 }
 
+# kill -0 succeeds on a zombie, and an orphaned service is reaped by
+# whatever init the machine has, whenever it gets to it.
+alive() {
+    local state
+    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
 service_pid() {
     local pid
     pid=$(cat "$DIR/podman.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    [ -n "$pid" ] && alive "$pid" || return 1
     # A recycled pid would not carry our socket on its command line.
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "unix://$SOCK" || return 1
     echo "$pid"
@@ -213,7 +221,7 @@ start_service() {
 
     deadline=$(( $(date +%s) + ${PODMAN_ENV_TIMEOUT:-30} ))
     until ping_ok; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! alive "$pid"; then
             say "podman system service (pid $pid) exited; its log $log:"
             tail -n 40 "$log" >&2
             exit 1
@@ -228,19 +236,26 @@ start_service() {
     say "service up in $(( ($(date +%s%N) - t0) / 1000000 )) ms (pid $pid, $SOCK)"
 }
 
+# Stop the API service: SIGTERM and up to 5 s for its graceful shutdown
+# (about 70 ms here), or SIGKILL at once with "kill" (for `stop`, which
+# throws everything away anyway).
 stop_service() {
-    local pid i
+    local how=${1:-term} pid
     [ -f "$DIR/podman.pid" ] || return 0
     if pid=$(service_pid); then
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05
-        done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+        if [ "$how" = term ]; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 100); do
+                alive "$pid" || break
+                sleep 0.05
+            done
+        fi
+        if alive "$pid"; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
         # reap if it was our child; otherwise wait until it is gone
-        for i in $(seq 40); do
-            kill -0 "$pid" 2>/dev/null || break
+        for _ in $(seq 40); do
+            alive "$pid" || break
             sleep 0.05
         done
     fi
@@ -313,38 +328,42 @@ cmd_images() {
 }
 
 # Pids of processes that belong to this environment and outlived their
-# parent: Podman's helpers (found by DIR in their command line or in the
-# environment the service passed them) and the processes of our containers
-# (found by their cgroup, named after the container id).
+# parent: Podman's helpers (conmon, slirp4netns, rootlessport, ...), found by
+# DIR in their command line or in the environment the service passed them,
+# and the processes of our containers, found by their cgroup, which is named
+# after the container id. Never this script or its callers (a test runner
+# that sourced env.sh carries PODMAN_ENV_DIR too, but is no Podman helper).
 leftover_pids() {
-    local ids=$1 p exe self_and_parents
-    self_and_parents=" $$ "
+    local ids=$1 p exe keep f
+    keep=" $$ "
     p=$$
     while [ "$p" -gt 1 ]; do
-        p=$(awk '/^PPid:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || break
+        p=$(awk '/^PPid:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
         [ -n "$p" ] || break
-        self_and_parents+="$p "
+        keep+="$p "
     done
-    for p in /proc/[0-9]*; do
-        p=${p#/proc/}
-        case $self_and_parents in *" $p "*) continue ;; esac
-        if [ -n "$ids" ] && grep -qE "$ids" "/proc/$p/cgroup" 2>/dev/null; then
-            echo "$p"; continue
+    {
+        # one grep over all of /proc instead of a few forks per process
+        [ -n "$ids" ] && grep -lE "$ids" /proc/[0-9]*/cgroup 2>/dev/null | sed 's/$/ cgroup/'
+        grep -lzF "$DIR/" /proc/[0-9]*/cmdline 2>/dev/null
+        grep -lzxF "PODMAN_ENV_DIR=$DIR" /proc/[0-9]*/environ 2>/dev/null
+    } | while read -r f why; do
+        p=${f#/proc/}
+        p=${p%%/*}
+        case $keep in *" $p "*) continue ;; esac
+        if [ "${why:-}" != cgroup ]; then
+            exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+            case ${exe##*/} in
+                podman|conmon|slirp4netns|catatonit|runc|netavark|aardvark-dns|fuse-overlayfs) ;;
+                *) continue ;;
+            esac
         fi
-        exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
-        case ${exe##*/} in
-            podman|conmon|slirp4netns|catatonit|runc|netavark|aardvark-dns|fuse-overlayfs) ;;
-            *) continue ;;
-        esac
-        if tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$DIR/" ||
-           tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qxF "PODMAN_ENV_DIR=$DIR"; then
-            echo "$p"
-        fi
-    done
+        echo "$p"
+    done | sort -un
 }
 
 cmd_stop() {
-    local ids pids m i netns_paths
+    local ids pids m netns_paths
     if [ ! -e "$DIR" ]; then
         say "$DIR: nothing to stop"
         return 0
@@ -353,7 +372,7 @@ cmd_stop() {
     # Best effort from here on: one failing step must not leave the rest undone.
     set +e +o pipefail
 
-    stop_service
+    stop_service kill
 
     ids="" netns_paths=""
     if [ -f "$DIR/env.sh" ]; then
@@ -373,7 +392,7 @@ cmd_stop() {
         case "|$ids|" in *"|$m|"*) ;; *) ids=${ids:+$ids|}$m ;; esac
     done
 
-    for i in 1 2 3; do
+    for _ in 1 2 3; do
         pids=$(leftover_pids "$ids")
         [ -n "$pids" ] || break
         # shellcheck disable=SC2086
@@ -381,6 +400,11 @@ cmd_stop() {
         sleep 0.2
     done
 
+    # runc's state of our containers, left in /run/runc when conmon was
+    # killed before the container ended.
+    for m in ${ids//|/ }; do
+        [ -d "/run/runc/$m" ] && { runc delete --force "$m" >/dev/null 2>&1 || rm -rf "/run/runc/${m:?}"; }
+    done
     # Network namespaces of our containers that Podman could not clean.
     for m in $netns_paths; do
         case $m in
@@ -389,7 +413,7 @@ cmd_stop() {
         esac
     done
     # Mounts under DIR, deepest first, until none is left.
-    for i in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5; do
         m=$(awk -v d="$DIR/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
         [ -n "$m" ] || break
         for m in $m; do
