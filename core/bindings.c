@@ -17,6 +17,14 @@ static const struct {
     { "timer", l_timer_open },
     { "toml", l_toml_open },
     { "task", l_task_open },
+    { "proc", l_proc_open },
+    { "store", l_store_open },
+    { "crypto", l_crypto_open },
+    { "exec", l_exec_open },
+    { "fs", l_fs_open },
+    { "net", l_net_open },
+    { "watch", l_watch_open },
+    { "systemd", l_systemd_open },
 };
 
 int bindings_open(lua_State *L, struct agent *a)
@@ -160,6 +168,35 @@ int bind_opt_bool(lua_State *L, int idx, const char *key, int def, const char *f
     else if (t != LUA_TNIL)
         luaL_error(L, "%s: option %s: expected a boolean, got %s", fn, key,
                    luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return v;
+}
+
+lua_Integer bind_opt_size(lua_State *L, int idx, const char *key, lua_Integer def,
+                          const char *fn)
+{
+    lua_Integer v = def;
+    uint64_t bytes;
+    switch (opt_field(L, idx, key)) {
+    case LUA_TNIL:
+        break;
+    case LUA_TNUMBER: {
+        lua_Number n = lua_tonumber(L, -1);
+        if (n < 0 || n != (lua_Number)(lua_Integer)n)
+            luaL_error(L, "%s: option %s: expected a size in bytes, got %f", fn, key, n);
+        v = (lua_Integer)n;
+        break;
+    }
+    case LUA_TSTRING:
+        if (util_parse_size(lua_tostring(L, -1), &bytes) != 0 || bytes > (1ull << 52))
+            luaL_error(L, "%s: option %s: expected a size like \"64KiB\" or \"1MiB\", "
+                          "got \"%s\"", fn, key, lua_tostring(L, -1));
+        v = (lua_Integer)bytes;
+        break;
+    default:
+        luaL_error(L, "%s: option %s: expected a size, got %s", fn, key,
+                   luaL_typename(L, -1));
+    }
     lua_pop(L, 1);
     return v;
 }

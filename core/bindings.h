@@ -28,6 +28,9 @@ const char *bind_opt_string(lua_State *L, int idx, const char *key, const char *
 lua_Integer bind_opt_integer(lua_State *L, int idx, const char *key, lua_Integer def,
                              const char *fn);
 int bind_opt_bool(lua_State *L, int idx, const char *key, int def, const char *fn);
+/* A size in bytes: a number or a string like "1MiB". Raises on a bad value. */
+lua_Integer bind_opt_size(lua_State *L, int idx, const char *key, lua_Integer def,
+                          const char *fn);
 
 /* Pushes nil and "OP: MESSAGE" and returns 2: the operational error channel. */
 int bind_fail(lua_State *L, const char *op, const char *fmt, ...)
@@ -38,5 +41,13 @@ int l_json_open(lua_State *L);
 int l_timer_open(lua_State *L);
 int l_toml_open(lua_State *L);
 int l_task_open(lua_State *L);
+int l_proc_open(lua_State *L);
+int l_store_open(lua_State *L);
+int l_crypto_open(lua_State *L);
+int l_exec_open(lua_State *L);
+int l_fs_open(lua_State *L);
+int l_net_open(lua_State *L);
+int l_watch_open(lua_State *L);
+int l_systemd_open(lua_State *L);
 
 #endif

@@ -105,6 +105,8 @@ static const struct key schema[] = {
       "Who is told where a route's traffic goes.", "none|nginx" },
     { "routes", "nginx_dir", CT_PATH, OFF(nginx_dir), "{data_dir}/nginx",
       "Directory nginx includes; one file per route is written there.", NULL },
+    { "routes", "nginx_http_port", CT_INT, OFF(nginx_http_port), "80",
+      "Port of the nginx server blocks written for l7 routes with a hostname.", NULL },
     { "routes", "nginx_reload", CT_STRING, OFF(nginx_reload), "nginx -s reload",
       "Command that reloads nginx gracefully.", NULL },
 };

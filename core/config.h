@@ -57,6 +57,7 @@ struct config {
     /* [routes] */
     char *route_provider;
     char *nginx_dir;
+    int64_t nginx_http_port;
     char *nginx_reload;
 
     struct toml_value *tree;    /* the parsed file, for [[boot.sequence]] */

@@ -32,9 +32,10 @@ record() {  # suite passed failed skipped
 # Runs busted on a directory in TAP form, echoing failures, and records counts.
 run_busted() {  # suite dir
     out="$TMP/$1.tap"
-    busted --lua=luajit -o TAP \
-        --lpath="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;$ROOT/?.lua" \
-        --cpath="$ROOT/$B/lua/?.so" "$2" >"$out" 2>&1
+    # Separate --lpath flags: busted re-execs itself under --lua through sh,
+    # unquoted, so a ';' inside one flag would end the command.
+    busted --lua=luajit -o TAP --lpath="$ROOT/lua/?.lua" --lpath="$ROOT/lua/?/init.lua" \
+        --lpath="$ROOT/?.lua" --cpath="$ROOT/$B/lua/?.so" "$2" >"$out" 2>&1
     rc=$?
     pass=$(grep -c '^ok ' "$out" | tr -d ' '); skip=$(grep -c '^ok .*# SKIP' "$out")
     fail=$(grep -c '^not ok ' "$out")

@@ -1,17 +1,123 @@
--- mcp.agent: the server's Lua side: what runs at start, on reload and at stop.
+-- mcp.agent: the server's Lua side: what runs at start, on a reload, on a
+-- file change and at stop, and the views the console helpers call.
+--
+-- The C core calls these functions by name, each in a task of its own.
 local mcp = require("mcp.core")
 
 local agent = {}
 
-function agent.start()
-  mcp.log.info("agent started on node %s", mcp.config.agent.node)
+local function init_state()
+  local s = mcp.state
+  s.metrics = s.metrics or {}
+  s.locks = s.locks or {}
+  s.started = s.started or mcp.now()
 end
 
+-- The UID guard: rootless Podman's storage, subuid mappings and user session
+-- all belong to one uid; an agent started under another uid against the
+-- same data would operate a different, empty Podman and lose track of every
+-- container. Refuse, and say why.
+local function uid_guard(registry)
+  local uid = mcp.proc.uid()
+  local recorded = registry.meta_get(mcp.state.db, "uid")
+  if not recorded then
+    registry.meta_set(mcp.state.db, "uid", tostring(uid))
+    registry.meta_set(mcp.state.db, "podman_socket", mcp.config.podman.socket)
+    return true
+  end
+  if tonumber(recorded) ~= uid then
+    return nil, string.format("this agent's data (%s) was recorded by uid %s, but the agent "
+      .. "now runs as uid %d. Rootless Podman keeps its containers, image storage, subuid "
+      .. "mappings and user session per uid: running under another uid would manage a "
+      .. "different, empty Podman and could destroy the recorded services' state. Run the "
+      .. "agent as uid %s again (the mcp user's uid must never change).",
+      mcp.config.agent.data_dir, recorded, uid, recorded)
+  end
+  return true
+end
+
+function agent.start()
+  init_state()
+  local cfg = mcp.config
+  local registry = require("mcp.registry")
+  local db, err = registry.open(cfg.agent.data_dir .. "/mcp.db")
+  if not db then
+    mcp.log.error("cannot open the registry: %s", tostring(err))
+    return mcp.proc.stop(1)
+  end
+  mcp.state.db = db
+  local ok, gerr = uid_guard(registry)
+  if not ok then
+    mcp.log.error("%s", gerr)
+    return mcp.proc.stop(1)
+  end
+
+  local reload = require("mcp.reload")
+  if not reload.run("start") then
+    -- Broken files at start: run with the library alone, so the API answers
+    -- and deployed services stay supervised from the registry.
+    local gen, errs = reload.build({ library_only = true })
+    if not gen then
+      mcp.log.error("the agent's library does not load:\n%s", table.concat(errs, "\n"))
+      return mcp.proc.stop(1)
+    end
+    reload.install(gen)
+  end
+  if cfg.agent.services_dir then mcp.watch.add(cfg.agent.services_dir) end
+  mcp.watch.add(cfg.agent.policies_dir)
+  mcp.watch.add(cfg.agent.lib_dir .. "/lua")
+  mcp.watch.add(cfg.agent.lib_dir .. "/policies")
+
+  require("mcp.monitor").start()
+  mcp.spawn({ name = "boot", daemon = true }, function()
+    require("mcp.boot").run()
+  end)
+  if mcp.systemd then mcp.systemd.notify("READY=1\nSTATUS=serving") end
+  mcp.log.info("agent serving on node %s (generation %d)", cfg.agent.node, mcp.state.gen.id)
+end
+
+-- Reloads, then deploys services that asked for it with auto_deploy.
 function agent.reload(why)
-  mcp.log.info("reload requested (%s)", why or "?")
+  local prev = mcp.state.gen
+  local gen, err = require("mcp.reload").run(why or "reload")
+  if not gen then
+    require("mcp.events").emit({ kind = "reload_failed", message = err })
+    return nil, err
+  end
+  require("mcp.events").emit({ kind = "reloaded", message = string.format(
+    "generation %d: %d files, %.1f ms", gen.id, gen.files, gen.took_ms) })
+  local planner = require("mcp.planner")
+  for name, def in pairs(gen.definitions) do
+    local old = prev and prev.definitions and prev.definitions[name]
+    if def.auto_deploy and def.active and (not old
+        or planner.spec_hash(old) ~= planner.spec_hash(def)) then
+      mcp.spawn({ name = "auto_deploy:" .. name }, function()
+        require("mcp.deploy").run(def, { source = gen.sources[name] })
+      end)
+    end
+  end
+  return { generation = gen.id, previous = prev and prev.id, files = gen.files,
+    took_ms = gen.took_ms }
+end
+
+-- A watched file changed (debounced by the core).
+function agent.on_change(paths)
+  local list = type(paths) == "table" and table.concat(paths, ", ") or tostring(paths)
+  return agent.reload("changed: " .. list)
 end
 
 function agent.stop()
+  if mcp.systemd then mcp.systemd.notify("STOPPING=1") end
 end
+
+-- Console helpers.
+function agent.ps() return require("mcp.ops").ps() end
+function agent.services() return require("mcp.api.services").list() end
+function agent.show(name) return require("mcp.api.services").show(name) end
+function agent.events(n)
+  return require("mcp.registry").events(mcp.state.db, { limit = n or 20 })
+end
+function agent.health_run(name) return require("mcp.api.services").health_run(name) end
+function agent.last_reload_error() return mcp.state.reload_error end
 
 return agent

@@ -485,7 +485,7 @@ local function check_env(ctx, path, v)
 end
 
 local function volume_roots(service, opts)
-  local roots = { "/srv/" .. service }
+  local roots = { "/srv/" .. (service or "<service>") }
   for _, r in ipairs(opts.allowed_volume_roots or {}) do
     roots[#roots + 1] = normalize_path(r)
   end
@@ -524,7 +524,9 @@ local function check_volume_parts(ctx, p, raw, host, container, options, roots)
   end
   if not ok then return nil end
   local h, c = normalize_path(host), normalize_path(container)
-  local inside = false
+  -- Without a valid service name there is no /srv/<service> to hold the
+  -- path to; the name's own error says what to fix first.
+  local inside = roots.unknown
   for _, r in ipairs(roots) do
     if under(h, r) then inside = true end
   end
@@ -581,6 +583,7 @@ end
 
 local function check_volumes(ctx, path, v, service, opts)
   local roots = volume_roots(service, opts)
+  roots.unknown = service == nil
   if v == nil then
     return { { source = roots[1], destination = roots[1], options = {} } }
   end
@@ -649,7 +652,10 @@ end
 
 local function check_routes(ctx, path, v)
   if v == nil then return {} end
-  if not is_list(v) then return ctx:expect(path, "a list of routes", v) end
+  if not is_list(v) then
+    return ctx:err(path, "expected a list of routes, got " .. show(v)
+      .. (type(v) == "table" and " (even one route goes in a list)" or ""))
+  end
   local out, ok, names = {}, true, {}
   for i, r in ipairs(v) do
     local p = path .. "[" .. i .. "]"
@@ -714,7 +720,9 @@ local function check_expect_status(ctx, p, v)
   if v == nil then return deep_copy(D.health_expect_status) end
   local what = "an HTTP status 100-599, a list of them, or { min = 200, max = 399 }"
   if is_integer(v) then
-    if v < 100 or v > 599 then return ctx:err(p, num(v) .. " is out of range: expected " .. what) end
+    if v < 100 or v > 599 then
+      return ctx:err(p, num(v) .. " is out of range: expected " .. what)
+    end
     return { v }
   end
   if type(v) == "table" and not is_list(v) then
@@ -877,7 +885,7 @@ local function check_component(ctx, p, c, service, opts)
   ctx:fields(p, c, COMPONENT_FIELDS, COMPONENT_ALIASES)
   local comp = {}
   if c.name == nil then
-    ctx:missing(p .. ".name", 'a component name like "' .. service .. '"')
+    ctx:missing(p .. ".name", 'a component name like "' .. (service or "web") .. '"')
   else
     comp.name = ctx:name(p .. ".name", c.name, "a component name")
   end
@@ -1005,12 +1013,13 @@ function definition.validate(t, source, opts)
       def.build = deep_copy(t.build)
     end
   end
-  local service = def.name or (type(t.name) == "string" and t.name) or "<service>"
+  local service = def.name
   local comps = t.components
   if comps == nil then
     ctx:missing("components", "a non-empty list of components")
   elseif not is_list(comps) then
-    ctx:expect("components", "a non-empty list of components", comps)
+    ctx:err("components", "expected a non-empty list of components, got " .. show(comps)
+      .. (type(comps) == "table" and " (even one component goes in a list)" or ""))
   elseif #comps == 0 then
     ctx:err("components", "is empty: expected at least one component")
   else
@@ -1050,13 +1059,15 @@ end
 ----------------------------------------------------------------------------
 -- Service sets
 
--- topo_order(defs, opts) -> { names, dependencies first } | nil, errors.
--- defs: a map name -> def, or a list of defs. opts.complete: defs is the
--- whole set, so a depends_on naming a service outside it is an error
--- (without it, such names are skipped: a partial set orders what it has).
--- Ties are broken by name, so the order is stable.
+-- topo_order(defs, opts) -> { names, dependencies first }
+--                         | nil, "message[\nmessage...]", { messages }
+-- defs: a map name -> def, or a list of defs. defs is taken as the whole
+-- set unless opts.complete == false: then a depends_on naming a service
+-- outside it is skipped (a partial set orders what it has) rather than an
+-- error. Ties are broken by name, so the order is stable.
 function definition.topo_order(defs, opts)
   opts = opts or {}
+  local complete = opts.complete ~= false
   local by_name = {}
   if is_list(defs) then
     for _, d in ipairs(defs) do by_name[d.name] = d end
@@ -1086,7 +1097,7 @@ function definition.topo_order(defs, opts)
     for i, dep in ipairs(by_name[name].depends_on or {}) do
       if by_name[dep] then
         visit(dep)
-      elseif opts.complete then
+      elseif complete then
         errors[#errors + 1] = src(name) .. "depends_on[" .. i .. "]: " .. quote(dep)
           .. " is not a defined service"
       end
@@ -1096,7 +1107,7 @@ function definition.topo_order(defs, opts)
     order[#order + 1] = name
   end
   for _, name in ipairs(names) do visit(name) end
-  if #errors > 0 then return nil, errors end
+  if #errors > 0 then return nil, table.concat(errors, "\n"), errors end
   return order
 end
 

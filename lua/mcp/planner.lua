@@ -298,16 +298,19 @@ local function plan_service(out, service, def, reg, cs)
     local any = false
     for _, c in ipairs(cs) do
       any = true
-      if c.state == "running" or c.state == "paused" then
+      local running = c.state == "running" or c.state == "paused"
+      if running then
         act(out, "stop", "inactive", service, on(c), service .. " is inactive (active = false)"
           .. " but container " .. c.name .. " is " .. c.state)
-      elseif reg then
-        act(out, "ok", "inactive", service, on(c), service .. " is inactive; container "
-          .. c.name .. " is " .. tostring(c.state))
-      else
+      end
+      if not reg then
+        -- Stopping it is safe either way; whether to remove it is the operator's call.
         act(out, "orphan", "unregistered", service, on(c, { revision = c.revision }),
           "container " .. c.name .. " is for " .. service .. ", which the registry does not"
           .. " record")
+      elseif not running then
+        act(out, "ok", "inactive", service, on(c), service .. " is inactive; container "
+          .. c.name .. " is " .. tostring(c.state))
       end
     end
     if not any then
@@ -403,7 +406,7 @@ end
 local DOWN = { stop = true, remove = true }
 
 function planner.order(actions, defs)
-  local names = definition.topo_order(defs or {})
+  local names = definition.topo_order(defs or {}, { complete = false })
   if not names then names = sorted_names(defs or {}) end   -- a cycle: the loader refuses those
   local rank = {}
   for i, n in ipairs(names) do rank[n] = i end

@@ -13,27 +13,37 @@
 #   podman-env.sh status DIR          is the service up, what containers run
 #
 # A test then does `. DIR/env.sh` and the `podman` CLI sees the same storage
-# as the service; see docs/testing.md.
+# as the service; see docs/testing.md. podman-env-rootless.sh sources this
+# file and runs the same steps as user mcp.
 #
-# Knobs (environment): PODMAN_ENV_NETNS (default network mode of containers,
-# "slirp4netns" as rootless Podman uses, or "bridge"), PODMAN_ENV_DRIVER
+# Knobs (environment): PODMAN_ENV_NETNS (default network mode of containers:
+# "slirp4netns", as rootless Podman uses, or "bridge"), PODMAN_ENV_DRIVER
 # (force "overlay" or "vfs"), PODMAN_ENV_LOG_LEVEL (service log level, info),
 # PODMAN_ENV_TIMEOUT (seconds to wait for the API, 30).
 set -euo pipefail
 
-PROG=podman-env
+PROG=${PROG:-podman-env}
 MARKER=.podman-env           # a DIR without it is not ours: never removed
 IMAGE=localhost/mcp-test
 IMAGE_VERSIONS="1.0 2.0"
+PATH_FOR_PODMAN=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+# Who runs Podman, and where its per-user state lives. The rootless variant
+# overrides these after sourcing this file.
+OWNER=()                     # command prefix that runs a command as the owner
+OWNER_UID=0
+RUNC_ROOT=/run/runc          # runc's state dir for this owner
+ROOTFUL=1
 
 die() { echo "$PROG: $*" >&2; exit 1; }
 say() { echo "$PROG: $*" >&2; }
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
 # The hard limits of this process bound what a container may ask for: the
 # sandbox lacks CAP_SYS_RESOURCE, and Podman's root defaults are above them.
 # Podman 4.3.1 also lowers its own RLIMIT_NPROC to 32768 as it starts (seen
 # with strace), and runc inherits that through conmon: cap nproc there too.
-# start_service checks the service's real limits and rewrites them if lower.
+# cmd_start checks the service's real limits and lowers these if needed.
 NPROC_CAP=${PODMAN_ENV_NPROC_CAP:-32768}
 ulimits_toml() {
     local n=${1:-} u=${2:-}
@@ -46,7 +56,7 @@ ulimits_toml() {
 }
 
 # Lower default_ulimits in containers.conf to the hard limits of the running
-# service (pid $1). Prints nothing and returns 1 when nothing had to change.
+# service (pid $1). Returns 1 when nothing had to change.
 fit_ulimits_to() {
     local pid=$1 n u cn cu
     n=$(awk '/^Max open files/ { print $5 }' "/proc/$pid/limits")
@@ -58,10 +68,12 @@ fit_ulimits_to() {
     [ "$n" -lt "$cn" ] || [ "$u" -lt "$cu" ] || return 1
     [ "$n" -lt "$cn" ] || n=$cn
     [ "$u" -lt "$cu" ] || u=$cu
-    sed -i "s/^default_ulimits = .*/default_ulimits = [$(ulimits_toml "$n" "$u")]/" "$DIR/containers.conf"
+    sed -i "s/^default_ulimits = .*/default_ulimits = [$(ulimits_toml "$n" "$u")]/" \
+        "$DIR/containers.conf"
     say "lowered default_ulimits to the service's hard limits (nofile $n, nproc $u)"
 }
 
+# Debian's catatonit package puts it where Podman looks by default.
 find_init() {
     local p
     for p in /usr/libexec/podman/catatonit /usr/bin/catatonit; do
@@ -70,10 +82,11 @@ find_init() {
     echo /usr/libexec/podman/catatonit   # Podman's default; --init then fails
 }
 
-# Native overlay needs a kernel that mounts it on this filesystem; try it
-# where the storage will live rather than guess.
+# Native overlay needs a kernel that mounts it on this filesystem: try it
+# where the storage will live rather than guess. The rootless variant
+# replaces this with a try inside a user namespace.
 probe_overlay() {
-    local d=$1/tmp/overlay-probe ok=1
+    local d=$DIR/tmp/overlay-probe ok=1
     mkdir -p "$d"/{lower,upper,work,merged}
     if mount -t overlay overlay \
         -o "lowerdir=$d/lower,upperdir=$d/upper,workdir=$d/work" "$d/merged" 2>/dev/null; then
@@ -90,10 +103,13 @@ resolve_dir() {
         /*) DIR=${1%/} ;;
         *) DIR=$PWD/${1%/} ;;
     esac
-    SOCK=$DIR/run/podman.sock
+    case $DIR in *"'"*|*" "*) die "DIR must not contain quotes or spaces: $DIR" ;; esac
+    SOCK=${SOCK:-$DIR/run/podman.sock}
 }
 
 # The variables that make `podman` (service and CLI alike) use DIR only.
+# XDG_RUNTIME_DIR inside DIR: Podman's per-user runtime state (and, for root,
+# an agent's default socket path $XDG_RUNTIME_DIR/podman/podman.sock).
 env_exports() {
     cat <<EOF
 export PODMAN_ENV_DIR='$DIR'
@@ -103,6 +119,8 @@ export CONTAINERS_CONF='$DIR/containers.conf'
 export CONTAINERS_STORAGE_CONF='$DIR/storage.conf'
 export CONTAINERS_REGISTRIES_CONF='$DIR/registries.conf'
 export XDG_RUNTIME_DIR='$DIR/run'
+export XDG_CONFIG_HOME='$DIR/config'
+export XDG_DATA_HOME='$DIR/data'
 export TMPDIR='$DIR/tmp'
 EOF
 }
@@ -113,15 +131,26 @@ load_env() {
     . "$DIR/env.sh"
 }
 
+# Runs a command as the environment's owner with env.sh applied; within
+# $TIMEOUT seconds when that is set.
+as_owner() {
+    local t=()
+    [ -z "${TIMEOUT:-}" ] || t=(timeout "$TIMEOUT")
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    "${t[@]}" "${OWNER[@]}" env PATH="$PATH_FOR_PODMAN" bash -c '. "$1" && shift && exec "$@"' \
+        podman-env "$DIR/env.sh" "$@"
+}
+pod() { as_owner podman "$@"; }
+
 write_config() {
     local driver netns
-    mkdir -p "$DIR"/{root,runroot,run/podman,tmp,networks}
+    mkdir -p "$DIR"/{root,runroot,run/podman,tmp,networks,config,data}
     touch "$DIR/$MARKER"
     chmod 0700 "$DIR/run"
 
     driver=${PODMAN_ENV_DRIVER:-}
     if [ -z "$driver" ]; then
-        if probe_overlay "$DIR"; then driver=overlay; else driver=vfs; fi
+        if probe_overlay; then driver=overlay; else driver=vfs; fi
     fi
     netns=${PODMAN_ENV_NETNS:-slirp4netns}
 
@@ -131,6 +160,9 @@ write_config() {
 driver = "$driver"
 graphroot = "$DIR/root"
 runroot = "$DIR/runroot"
+# rootless Podman ignores graphroot (and runroot: it takes
+# \$XDG_RUNTIME_DIR/containers, which env.sh puts in DIR too)
+rootless_storage_path = "$DIR/root"
 EOF
     if [ "$driver" = overlay ]; then
         printf '\n[storage.options.overlay]\nmountopt = "nodev"\n' >>"$DIR/storage.conf"
@@ -140,7 +172,7 @@ EOF
 # written by podman-env.sh: CONTAINERS_CONF replaces every other
 # containers.conf, so this file is all Podman reads.
 [containers]
-# within this process's hard limits (no CAP_SYS_RESOURCE here)
+# within the hard limits of the service (no CAP_SYS_RESOURCE here)
 default_ulimits = [$(ulimits_toml)]
 # journald is not running: logs in files, for \`podman logs\`
 log_driver = "k8s-file"
@@ -174,8 +206,9 @@ short-name-mode = "permissive"
 EOF
 
     env_exports >"$DIR/env.sh"
-    # The agent looks for \$XDG_RUNTIME_DIR/podman/podman.sock, as in production.
-    ln -sfn ../podman.sock "$DIR/run/podman/podman.sock"
+    # An agent with XDG_RUNTIME_DIR=DIR/run finds the socket where production
+    # has it: \$XDG_RUNTIME_DIR/podman/podman.sock.
+    [ "$SOCK" != "$DIR/run/podman.sock" ] || ln -sfn ../podman.sock "$DIR/run/podman/podman.sock"
 }
 
 # kill -0 succeeds on a zombie, and an orphaned service is reaped by
@@ -201,39 +234,39 @@ ping_ok() {
 
 start_service() {
     local pid t0 deadline log=$DIR/podman.log
-    load_env
+    [ -f "$DIR/env.sh" ] || die "$DIR is not a podman-env directory (no env.sh); run start first"
     if pid=$(service_pid); then
         ping_ok && { say "service already running (pid $pid)"; return 0; }
         die "service pid $pid runs but does not answer on $SOCK"
     fi
-    rm -f "$SOCK"     # a stale socket from a killed service
+    rm -f "$SOCK" "$DIR/podman.pid"    # a stale socket from a killed service
     t0=$(date +%s%N)
-    {
-        echo "=== $(date -Is) podman system service (start-service)"
-    } >>"$log"
-    # Not in a new session: a test runner's Ctrl-C or process-group kill
-    # ends the service too. Containers survive it (conmon is detached) and
-    # `stop` removes them.
-    podman --log-level="${PODMAN_ENV_LOG_LEVEL:-info}" system service --time=0 \
-        "unix://$SOCK" </dev/null >>"$log" 2>&1 &
-    pid=$!
-    echo "$pid" >"$DIR/podman.pid"
+    echo "=== $(date -Is) podman system service" >>"$log"
+    # The shell writes its own pid, then becomes Podman: the pid file holds
+    # the service itself, whoever it runs as. Not in a new session: a test
+    # runner's Ctrl-C or process-group kill ends the service too; containers
+    # survive that (conmon is detached) and `stop` removes them.
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    as_owner bash -c 'echo $$ >"$1" && exec podman --log-level="$2" system service --time=0 "unix://$3"' \
+        podman-env "$DIR/podman.pid" "${PODMAN_ENV_LOG_LEVEL:-info}" "$SOCK" \
+        </dev/null >>"$log" 2>&1 &
+    pid=$!     # the service, or a shell that waits for it: alive as long as it is
 
     deadline=$(( $(date +%s) + ${PODMAN_ENV_TIMEOUT:-30} ))
     until ping_ok; do
         if ! alive "$pid"; then
-            say "podman system service (pid $pid) exited; its log $log:"
+            say "podman system service exited; the end of its log $log:"
             tail -n 40 "$log" >&2
             exit 1
         fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
-            say "no answer on $SOCK after ${PODMAN_ENV_TIMEOUT:-30}s; its log $log:"
+            say "no answer on $SOCK after ${PODMAN_ENV_TIMEOUT:-30}s; the end of its log $log:"
             tail -n 40 "$log" >&2
             exit 1
         fi
         sleep 0.05
     done
-    say "service up in $(( ($(date +%s%N) - t0) / 1000000 )) ms (pid $pid, $SOCK)"
+    say "service up in $(ms_since "$t0") ms (pid $(cat "$DIR/podman.pid"), $SOCK)"
 }
 
 # Stop the API service: SIGTERM and up to 5 s for its graceful shutdown
@@ -253,7 +286,6 @@ stop_service() {
         if alive "$pid"; then
             kill -KILL "$pid" 2>/dev/null || true
         fi
-        # reap if it was our child; otherwise wait until it is gone
         for _ in $(seq 40); do
             alive "$pid" || break
             sleep 0.05
@@ -276,7 +308,7 @@ cmd_start() {
         stop_service
         start_service
     fi
-    say "environment ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms: . $DIR/env.sh"
+    say "environment ready in $(ms_since "$t0") ms: . $DIR/env.sh"
 }
 
 # The test image: busybox-static and a tiny web root. The default command
@@ -306,13 +338,15 @@ cmd_images() {
     load_env
     t0=$(date +%s%N)
     for v in $IMAGE_VERSIONS; do
-        if podman image exists "$IMAGE:$v"; then
+        if pod image exists "$IMAGE:$v"; then
             continue
         fi
         build=$(mktemp -d "$DIR/tmp/image-$v.XXXXXX")
+        chmod 0755 "$build"          # the owner (maybe not root) reads the tar
         build_rootfs "$build/rootfs" "$v"
         tar --numeric-owner --owner=0 --group=0 -C "$build/rootfs" -cf "$build/rootfs.tar" .
-        podman import -q \
+        chmod 0644 "$build/rootfs.tar"
+        pod import -q \
             --change 'ENV PATH=/bin:/sbin:/usr/bin:/usr/sbin' \
             --change "ENV MCP_TEST_VERSION=$v" \
             --change "LABEL version=$v" \
@@ -324,17 +358,29 @@ cmd_images() {
         rm -rf "$build"
         say "built $IMAGE:$v"
     done
-    say "images ready in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    say "images ready in $(ms_since "$t0") ms"
 }
 
+# Is pid $1 run by our owner? Root's environments may kill any process they
+# found; a rootless one only its own uid (and its containers' subordinate
+# uids, see podman-env-rootless.sh).
+owned() {
+    local uid
+    [ "$OWNER_UID" = 0 ] && return 0
+    uid=$(awk '/^Uid:/ { print $2 }' "/proc/$1/status" 2>/dev/null) || return 1
+    owner_uid_ok "$uid"
+}
+owner_uid_ok() { [ "$1" = "$OWNER_UID" ]; }
+
 # Pids of processes that belong to this environment and outlived their
-# parent: Podman's helpers (conmon, slirp4netns, rootlessport, ...), found by
-# DIR in their command line or in the environment the service passed them,
-# and the processes of our containers, found by their cgroup, which is named
-# after the container id. Never this script or its callers (a test runner
-# that sourced env.sh carries PODMAN_ENV_DIR too, but is no Podman helper).
+# parent: Podman's helpers (conmon, slirp4netns, rootlessport, the rootless
+# pause process, ...), found by DIR in their command line or in the
+# environment they inherited from the service; and our containers'
+# processes, found by their cgroup (named after the container id) or by the
+# pid file runc wrote. Never this script or its callers (a test runner that
+# sourced env.sh carries PODMAN_ENV_DIR too, but is no Podman helper).
 leftover_pids() {
-    local ids=$1 p exe keep f
+    local ids=$1 p exe keep f why
     keep=" $$ "
     p=$$
     while [ "$p" -gt 1 ]; do
@@ -344,14 +390,20 @@ leftover_pids() {
     done
     {
         # one grep over all of /proc instead of a few forks per process
-        [ -n "$ids" ] && grep -lE "$ids" /proc/[0-9]*/cgroup 2>/dev/null | sed 's/$/ cgroup/'
+        [ -n "$ids" ] && grep -lE "$ids" /proc/[0-9]*/cgroup 2>/dev/null | sed 's/$/ ctr/'
+        for f in "$DIR"/runroot/*-containers/*/userdata/pidfile \
+                 "$DIR"/run/containers/*-containers/*/userdata/pidfile; do
+            [ -f "$f" ] && echo "/proc/$(cat "$f" 2>/dev/null) ctr"
+        done
         grep -lzF "$DIR/" /proc/[0-9]*/cmdline 2>/dev/null
         grep -lzxF "PODMAN_ENV_DIR=$DIR" /proc/[0-9]*/environ 2>/dev/null
     } | while read -r f why; do
         p=${f#/proc/}
         p=${p%%/*}
+        if ! [[ $p =~ ^[0-9]+$ ]] || [ ! -d "/proc/$p" ]; then continue; fi
         case $keep in *" $p "*) continue ;; esac
-        if [ "${why:-}" != cgroup ]; then
+        owned "$p" || continue
+        if [ "${why:-}" != ctr ]; then
             exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
             case ${exe##*/} in
                 podman|conmon|slirp4netns|catatonit|runc|netavark|aardvark-dns|fuse-overlayfs) ;;
@@ -363,7 +415,7 @@ leftover_pids() {
 }
 
 cmd_stop() {
-    local ids pids m netns_paths
+    local ids="" pids m netns_paths=""
     if [ ! -e "$DIR" ]; then
         say "$DIR: nothing to stop"
         return 0
@@ -374,15 +426,15 @@ cmd_stop() {
 
     stop_service kill
 
-    ids="" netns_paths=""
     if [ -f "$DIR/env.sh" ]; then
-        # shellcheck disable=SC1091
-        . "$DIR/env.sh"
-        ids=$(podman ps -aq --no-trunc 2>/dev/null | paste -sd'|') || ids=""
-        netns_paths=$(podman ps -aq 2>/dev/null |
-            xargs -r podman inspect --format '{{.NetworkSettings.SandboxKey}}' 2>/dev/null) || true
-        timeout 60 podman pod rm -af -t 0 >/dev/null 2>&1 || true
-        timeout 120 podman rm -af -t 0 >/dev/null 2>&1 ||
+        ids=$(TIMEOUT=30 pod ps -aq --no-trunc 2>/dev/null | paste -sd'|')
+        if [ "$ROOTFUL" = 1 ] && [ -n "$ids" ]; then
+            # shellcheck disable=SC2046 # one word per container id
+            netns_paths=$(TIMEOUT=30 pod inspect --format '{{.NetworkSettings.SandboxKey}}' \
+                $(echo "$ids" | tr '|' ' ') 2>/dev/null)
+        fi
+        TIMEOUT=60 pod pod rm -af -t 0 >/dev/null 2>&1
+        TIMEOUT=120 pod rm -af -t 0 >/dev/null 2>&1 ||
             say "podman rm -af failed; killing what is left by hand"
     fi
     # Container ids also from storage, in case the database is unreadable.
@@ -396,14 +448,16 @@ cmd_stop() {
         pids=$(leftover_pids "$ids")
         [ -n "$pids" ] || break
         # shellcheck disable=SC2086
-        kill -KILL $pids 2>/dev/null || true
+        kill -KILL $pids 2>/dev/null
         sleep 0.2
     done
 
-    # runc's state of our containers, left in /run/runc when conmon was
-    # killed before the container ended.
+    # runc's state of our containers, left when conmon was killed before the
+    # container ended.
     for m in ${ids//|/ }; do
-        [ -d "/run/runc/$m" ] && { runc delete --force "$m" >/dev/null 2>&1 || rm -rf "/run/runc/${m:?}"; }
+        [ -d "$RUNC_ROOT/$m" ] &&
+            { "${OWNER[@]}" runc --root "$RUNC_ROOT" delete --force "$m" >/dev/null 2>&1 ||
+              rm -rf "${RUNC_ROOT:?}/$m"; }
     done
     # Network namespaces of our containers that Podman could not clean.
     for m in $netns_paths; do
@@ -417,13 +471,13 @@ cmd_stop() {
         m=$(awk -v d="$DIR/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
         [ -n "$m" ] || break
         for m in $m; do
-            umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+            umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
         done
     done
     # Empty cgroups of our containers (cgroupfs leaves them after a crash).
     if [ -n "$ids" ]; then
         find /sys/fs/cgroup -depth -type d 2>/dev/null | grep -E "$ids" |
-            xargs -r rmdir 2>/dev/null || true
+            xargs -r rmdir 2>/dev/null
     fi
 
     # --one-file-system: never follow a mount we failed to remove into a
@@ -438,13 +492,13 @@ cmd_stop() {
 
 cmd_status() {
     local pid
-    load_env
+    [ -f "$DIR/env.sh" ] || { echo "no environment in $DIR"; return 1; }
     if pid=$(service_pid) && ping_ok; then
         echo "service: running (pid $pid) on $SOCK"
     else
         echo "service: not running"
     fi
-    podman ps -a --format '{{.Names}} {{.Status}} {{.Ports}}'
+    pod ps -a --format '{{.Names}} {{.Status}} {{.Ports}}'
 }
 
 main() {
@@ -455,12 +509,17 @@ main() {
         start) cmd_start ;;
         images) cmd_images ;;
         stop) cmd_stop ;;
-        stop-service|pause) [ -f "$DIR/$MARKER" ] || die "$DIR is not a podman-env directory"
-                            stop_service; say "service stopped; containers keep running" ;;
+        stop-service|pause)
+            [ -f "$DIR/$MARKER" ] || die "$DIR is not a podman-env directory"
+            stop_service
+            say "service stopped; containers keep running" ;;
         start-service|resume) start_service ;;
         status) cmd_status ;;
         *) die "unknown command '$cmd': start|images|stop|stop-service|start-service|status DIR" ;;
     esac
 }
 
-main "$@"
+# Sourced by podman-env-rootless.sh for its functions; run otherwise.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

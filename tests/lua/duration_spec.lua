@@ -15,19 +15,21 @@ describe("duration.parse", function()
       end)
   end
 
+  local EXPECTED = 'expected a number of seconds or a string like "500ms", "2s", "1m30s", "1h"'
+  local ORDER = "units must go from largest to smallest, each once (d, h, m, s, ms)"
   local bad = {
-    { "abc", '"abc" is not a duration: expected a number of seconds or a string like "500ms", "2s", "1m30s", "1h"' },
-    { "", '"" is not a duration: expected a number of seconds or a string like "500ms", "2s", "1m30s", "1h"' },
-    { "10x", '"10x" is not a duration: expected a number of seconds or a string like "500ms", "2s", "1m30s", "1h"' },
-    { "1.2.3s", '"1.2.3s" is not a duration: expected a number of seconds or a string like "500ms", "2s", "1m30s", "1h"' },
-    { "-5s", '"-5s" is not a duration: expected a number of seconds or a string like "500ms", "2s", "1m30s", "1h"' },
-    { "s", '"s" is not a duration: expected a number of seconds or a string like "500ms", "2s", "1m30s", "1h"' },
-    { "30s1m", '"30s1m" is not a duration: units must go from largest to smallest, each once (d, h, m, s, ms)' },
-    { "1s1s", '"1s1s" is not a duration: units must go from largest to smallest, each once (d, h, m, s, ms)' },
+    { "abc", '"abc" is not a duration: ' .. EXPECTED },
+    { "", '"" is not a duration: ' .. EXPECTED },
+    { "10x", '"10x" is not a duration: ' .. EXPECTED },
+    { "1.2.3s", '"1.2.3s" is not a duration: ' .. EXPECTED },
+    { "-5s", '"-5s" is not a duration: ' .. EXPECTED },
+    { "s", '"s" is not a duration: ' .. EXPECTED },
+    { "30s1m", '"30s1m" is not a duration: ' .. ORDER },
+    { "1s1s", '"1s1s" is not a duration: ' .. ORDER },
     { -1, "-1 is negative: expected a duration of 0 or more" },
-    { 0 / 0, "nan is not a duration: expected a number of seconds or a string like \"500ms\", \"2s\", \"1m30s\", \"1h\"" },
-    { true, 'expected a number of seconds or a string like "500ms", "2s", "1m30s", "1h", got boolean true' },
-    { {}, 'expected a number of seconds or a string like "500ms", "2s", "1m30s", "1h", got a table' },
+    { 0 / 0, "nan is not a duration: " .. EXPECTED },
+    { true, EXPECTED .. ", got boolean true" },
+    { {}, EXPECTED .. ", got a table" },
   }
   for _, case in ipairs(bad) do
     it("refuses " .. tostring(case[1]) .. " with a message naming the value", function()
