@@ -16,13 +16,18 @@ MAINS    := core/main.c core/mcp_main.c core/lmodule.c
 CORE_SRC := $(filter-out $(MAINS),$(wildcard core/*.c))
 CORE_OBJ := $(CORE_SRC:core/%.c=$(B)/core/%.o)
 
-all: mcp-agent mcp $(B)/lua/mcp/core.so
+all: mcp-agent mcp $(B)/lua/mcp/core.so $(B)/tests/test_toml
 
 $(B)/core/%.o: core/%.c $(wildcard core/*.h) | $(B)/core
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(B)/core $(B)/lua/mcp:
+$(B)/core $(B)/lua/mcp $(B)/tests:
 	mkdir -p $@
+
+# C unit tests: one program per file in tests/c/ or tests/toml/test_*.c,
+# linked with the core; each prints "NAME: N passed, N failed" last.
+$(B)/tests/test_toml: tests/toml/test_toml.c $(CORE_OBJ) | $(B)/tests
+	$(CC) $(CFLAGS) -Icore $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/mcp-agent: $(B)/core/main.o $(CORE_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -33,8 +38,9 @@ $(B)/mcp: $(B)/core/mcp_main.o $(CORE_OBJ)
 $(B)/lua/mcp/core.so: $(B)/core/lmodule.o $(CORE_OBJ) | $(B)/lua/mcp
 	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(filter-out -lluajit-5.1,$(LDLIBS))
 
+# Replaced by rename, so that a running copy never makes the build fail.
 mcp-agent mcp: %: $(B)/%
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 deps:
 	sh scripts/deps.sh

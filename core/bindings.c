@@ -17,6 +17,7 @@ static const struct {
     { "timer", l_timer_open },
     { "toml", l_toml_open },
     { "task", l_task_open },
+    { "httpd", l_httpd_open },
     { "proc", l_proc_open },
     { "store", l_store_open },
     { "crypto", l_crypto_open },
@@ -25,6 +26,8 @@ static const struct {
     { "net", l_net_open },
     { "watch", l_watch_open },
     { "systemd", l_systemd_open },
+    { "podman", l_podman_open },
+    { "http", l_http_open },
 };
 
 int bindings_open(lua_State *L, struct agent *a)

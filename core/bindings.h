@@ -41,6 +41,7 @@ int l_json_open(lua_State *L);
 int l_timer_open(lua_State *L);
 int l_toml_open(lua_State *L);
 int l_task_open(lua_State *L);
+int l_httpd_open(lua_State *L);
 int l_proc_open(lua_State *L);
 int l_store_open(lua_State *L);
 int l_crypto_open(lua_State *L);
@@ -49,5 +50,7 @@ int l_fs_open(lua_State *L);
 int l_net_open(lua_State *L);
 int l_watch_open(lua_State *L);
 int l_systemd_open(lua_State *L);
+int l_podman_open(lua_State *L);
+int l_http_open(lua_State *L);
 
 #endif

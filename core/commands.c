@@ -113,3 +113,73 @@ int cmd_check_config(const struct command *c, int argc, char **argv)
     config_free(cfg);
     return rc;
 }
+
+/* `mcp-agent token create|list|revoke --config FILE [--name NAME]`: the
+ * action and --name may come anywhere; the rest is command_load_config's. */
+int cmd_token(const struct command *c, int argc, char **argv)
+{
+    const char *action = NULL, *name = NULL;
+    char **cfg_argv = calloc((size_t)argc + 1, sizeof *cfg_argv);
+    if (!cfg_argv)
+        return 1;
+    int n = 0;
+    cfg_argv[n++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--name") == 0 || strcmp(a, "-n") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "mcp-agent token: %s needs a value\n", a);
+                free(cfg_argv);
+                return command_help(c, stderr, 2);
+            }
+            name = argv[++i];
+        } else if (strncmp(a, "--name=", 7) == 0) {
+            name = a + 7;
+        } else if (strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) {
+            cfg_argv[n++] = argv[i];
+            if (i + 1 < argc)
+                cfg_argv[n++] = argv[++i];
+        } else if (a[0] == '-' || action) {
+            cfg_argv[n++] = argv[i];    /* --help, --config=F, or an error to report */
+        } else {
+            action = a;
+        }
+    }
+    if (action && strcmp(action, "create") != 0 && strcmp(action, "list") != 0 &&
+        strcmp(action, "revoke") != 0) {
+        fprintf(stderr, "mcp-agent token: unknown action \"%s\" (expected create, list or "
+                        "revoke)\n", action);
+        free(cfg_argv);
+        return command_help(c, stderr, 2);
+    }
+    int rest;
+    struct config *cfg = command_load_config(c, n, cfg_argv, &rest);
+    if (rest < n || !action) {
+        if (rest < n)
+            fprintf(stderr, "mcp-agent token: unexpected argument \"%s\"\n", cfg_argv[rest]);
+        else
+            fprintf(stderr, "mcp-agent token: which action? create, list or revoke\n");
+        config_free(cfg);
+        free(cfg_argv);
+        return command_help(c, stderr, 2);
+    }
+    char *args[] = { (char *)action, (char *)name };
+    int rc = command_run_lua(c, cfg, "token", name ? 2 : 1, args);
+    config_free(cfg);
+    free(cfg_argv);
+    return rc;
+}
+
+int cmd_doctor(const struct command *c, int argc, char **argv)
+{
+    int rest;
+    struct config *cfg = command_load_config(c, argc, argv, &rest);
+    if (rest < argc) {
+        fprintf(stderr, "mcp-agent doctor: unexpected argument \"%s\"\n", argv[rest]);
+        config_free(cfg);
+        return 2;
+    }
+    int rc = command_run_lua(c, cfg, "doctor", 0, NULL);
+    config_free(cfg);
+    return rc;
+}

@@ -26,5 +26,9 @@ int command_run_lua(const struct command *c, struct config *cfg, const char *fn,
                     int argc, char **argv);
 
 int cmd_check_config(const struct command *c, int argc, char **argv);
+int cmd_doctor(const struct command *c, int argc, char **argv);
+/* `mcp-agent console`: core/console_client.c. */
+int cmd_console(const struct command *c, int argc, char **argv);
+int cmd_token(const struct command *c, int argc, char **argv);
 
 #endif

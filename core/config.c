@@ -48,7 +48,8 @@ static const struct key schema[] = {
       "Operator deploy policies (`NAME.lua`); one here overrides a shipped one.", NULL },
     { "agent", "lib_dir", CT_PATH, OFF(lib_dir), "{lib_dir}",
       "Where the agent's own `lua/` library and shipped `policies/` are; defaults to "
-      "the directory of the binary when it holds `lua/mcp`, else the source tree.", NULL },
+      "the directory of the binary when it holds `lua/mcp/agent.lua`, else the source "
+      "tree it was built from.", NULL },
     { "agent", "volume_roots", CT_STRINGS, OFF(volume_roots), "",
       "Host directories, besides `/srv/<service>`, that definitions may mount.", NULL },
     { "agent", "stop_timeout", CT_DURATION, OFF(stop_timeout), "1.5s",
@@ -192,7 +193,7 @@ static char *expand(const char *def, const struct config *c)
             val = tmp;
             skip = 10;
         } else if (strncmp(p, "{lib_dir}", 9) == 0) {
-            char exe[PATH_MAX], probe[PATH_MAX + 16];
+            char exe[PATH_MAX], probe[PATH_MAX + 32];
             ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
             val = MCP_LIB_DIR;
             if (r > 0) {
@@ -200,7 +201,7 @@ static char *expand(const char *def, const struct config *c)
                 char *slash = strrchr(exe, '/');
                 if (slash)
                     *slash = 0;
-                snprintf(probe, sizeof probe, "%s/lua/mcp", exe);
+                snprintf(probe, sizeof probe, "%s/lua/mcp/agent.lua", exe);
                 if (access(probe, R_OK) == 0) {
                     snprintf(tmp, sizeof tmp, "%s", exe);
                     val = tmp;

@@ -127,12 +127,20 @@ long console_frame_parse(const char *buf, size_t len, size_t max, int *type,
 
 /* Handles and their lifetime. */
 
-static void console_release(struct console *c)
+/* Frees c once it is detached from the agent and its last handle closed,
+ * in whichever order those happen. */
+static void console_maybe_free(struct console *c)
 {
-    if (--c->handles == 0 && c->detached) {
+    if (c->handles == 0 && c->detached) {
         free(c->path);
         free(c);
     }
+}
+
+static void console_release(struct console *c)
+{
+    c->handles--;
+    console_maybe_free(c);
 }
 
 static void session_free(struct session *s)
@@ -215,27 +223,28 @@ static void session_send(struct session *s, int type, const char *data, size_t l
 {
     if (s->closing)
         return;
-    char note[96];
-    size_t cut = 0;
+    char *cut = NULL;
     if (len > CONSOLE_MAX_REPLY) {
-        cut = len - CONSOLE_MAX_REPLY + 96;
-        len -= cut;
+        /* A result this long is a mistake (a huge string): keep its head. */
+        size_t keep = CONSOLE_MAX_REPLY - 64;
+        cut = malloc(CONSOLE_MAX_REPLY);
+        if (cut) {
+            memcpy(cut, data, keep);
+            len = keep + (size_t)snprintf(cut + keep, 64, "\n[... %zu bytes more not shown]",
+                                          len - keep);
+            data = cut;
+        }
     }
     struct write_req *w = malloc(sizeof *w);
-    size_t n;
-    char *buf = w ? console_frame_encode(type, data, len + (cut ? 96 : 0), &n) : NULL;
+    size_t n = 0;
+    char *buf = w && (cut || len <= CONSOLE_MAX_REPLY)
+                    ? console_frame_encode(type, data, len, &n) : NULL;
+    free(cut);
     if (!buf) {
         free(w);
         log_error("console #%llu: out of memory", (unsigned long long)s->id);
         session_close(s, "closed: out of memory");
         return;
-    }
-    if (cut) {
-        /* The payload's tail is replaced by a note of the same length. */
-        int k = snprintf(note, sizeof note, "\n[... %zu bytes more not shown]", cut);
-        char *tail = buf + (n - 1 - 96);
-        memset(tail, ' ', 96);
-        memcpy(tail, note, (size_t)k);
     }
     w->buf = buf;
     uv_buf_t b = uv_buf_init(buf, (unsigned)n);
@@ -329,8 +338,10 @@ static void eval_done(struct task *t, int ok, void *ud)
         type = CONSOLE_RESULT;
     else if (kind && strcmp(kind, "continue") == 0)
         type = CONSOLE_MORE;
-    else if (!kind || strcmp(kind, "error") != 0)
-        text = "console: mcp.console.eval returned an unknown kind", len = strlen(text);
+    else if (!kind || strcmp(kind, "error") != 0) {
+        text = "console: mcp.console.eval returned neither result, continue nor error";
+        len = strlen(text);
+    }
     session_send(s, type, text, len);
 }
 
@@ -547,6 +558,12 @@ static void on_connection(uv_stream_t *server, int status)
     uv_pipe_init(c->a->loop, &s->pipe, 0);
     s->pipe.data = s;
     c->handles++;
+    /* Listed from the start, refused ones too, so that console_close finds
+     * every open handle. */
+    s->next = c->sessions;
+    if (c->sessions)
+        c->sessions->prev = s;
+    c->sessions = s;
     if (uv_accept(server, (uv_stream_t *)&s->pipe) != 0) {
         session_close(s, NULL);
         return;
@@ -564,8 +581,8 @@ static void on_connection(uv_stream_t *server, int status)
     uid_t own = geteuid();
     if (cred.uid != own && cred.uid != 0) {
         char msg[160];
-        snprintf(msg, sizeof msg, "console: uid %u may not use this console "
-                 "(only uid %u, the agent's, and root)", (unsigned)cred.uid, (unsigned)own);
+        snprintf(msg, sizeof msg, "console: uid %u may not use this console (only the "
+                 "agent's own uid %u and root may)", (unsigned)cred.uid, (unsigned)own);
         log_warn("console: refused a connection from uid %u (pid %d): only uid %u and root "
                  "may connect", (unsigned)cred.uid, (int)cred.pid, (unsigned)own);
         session_send_str(s, CONSOLE_ERROR, msg);
@@ -574,10 +591,6 @@ static void on_connection(uv_stream_t *server, int status)
     }
     s->uid = (unsigned)cred.uid;
     s->pid = (int)cred.pid;
-    s->next = c->sessions;
-    if (c->sessions)
-        c->sessions->prev = s;
-    c->sessions = s;
     char err[512];
     if (session_lua(s, err, sizeof err) != 0) {
         log_error("%s", err);
@@ -810,4 +823,5 @@ void console_close(struct agent *a)
     c->detached = 1;
     c->a = NULL;
     a->console = NULL;
+    console_maybe_free(c);
 }

@@ -41,7 +41,7 @@ enum console_frame_type {
 char *console_frame_encode(int type, const char *data, size_t len, size_t *out_len);
 
 /* Parses the frame at the start of buf[0..len). Returns the bytes it takes
- * (> 0) with *type, and *data/*dlen pointing into buf; 0 when more bytes are
+ * (> 0) with *type, and *data and *dlen pointing into buf; 0 when more bytes are
  * needed; -1 when the bytes are not a frame or the payload exceeds max, with
  * *err saying why (a static string). */
 long console_frame_parse(const char *buf, size_t len, size_t max, int *type,

@@ -202,6 +202,22 @@ struct curlm *curlm_of(struct agent *a)
     return a->curl;
 }
 
+int curlm_agent_open(struct agent *a)
+{
+    if (curlm_of(a))
+        return 0;
+    log_error("curl: cannot set up libcurl's multi interface");
+    return -1;
+}
+
+void curlm_agent_close(struct agent *a)
+{
+    /* a->curl stays set while the owners of requests hear their end, so that
+     * what they start meanwhile fails at once instead of making a new multi. */
+    curlm_free(a->curl);
+    a->curl = NULL;
+}
+
 /* Takes r off the wake list, if it is there. */
 static void wake_remove(struct curlm *m, struct curlm_req *r)
 {
@@ -448,11 +464,9 @@ size_t curlm_in_flight(struct curlm *m)
 const char *curlm_describe(const struct curlm_result *r, char *buf, size_t len)
 {
     const char *what = r->error && *r->error ? r->error : curl_easy_strerror(r->code);
-    long os_errno = 0;
-    if (r->easy)
-        curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
-    if (os_errno && r->code == CURLE_COULDNT_CONNECT && !strstr(what, strerror((int)os_errno)))
-        snprintf(buf, len, "%s (%s)", what, strerror((int)os_errno));
+    int os_errno = r->os_errno;
+    if (os_errno && r->code == CURLE_COULDNT_CONNECT && !strstr(what, strerror(os_errno)))
+        snprintf(buf, len, "%s (%s)", what, strerror(os_errno));
     else
         snprintf(buf, len, "%s", what);
     return buf;
@@ -482,6 +496,10 @@ static void req_finish(struct curlm_req *r, CURLcode code, const char *why)
     res.body_len = r->body_len;
     res.headers = r->hdr ? r->hdr : "";
     res.headers_len = r->hdr_len;
+    long os_errno = 0;
+    if (code != CURLE_OK)
+        curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
+    res.os_errno = (int)os_errno;
     res.seconds = (double)(uv_hrtime() - r->t0) / 1e9;
     if (r->stat)
         curlm_stat_record(m, r->stat, res.seconds, code == CURLE_OK);

@@ -44,6 +44,7 @@ struct curlm_result {
     size_t body_len;
     const char *headers;        /* raw header block of the final response */
     size_t headers_len;
+    int os_errno;               /* errno of a failed connect, or 0 */
     double seconds;             /* since curlm_start */
     CURL *easy;                 /* for curl_easy_getinfo */
 };
@@ -68,6 +69,12 @@ void curlm_free(struct curlm *m);
 /* The agent's multi, created on first use (the Lua module opens no
  * subsystems). NULL when it cannot be created. */
 struct curlm *curlm_of(struct agent *a);
+
+/* The agent's multi as a subsystem: made at start (0, or -1 logged), and
+ * closed at stop, which ends every request in flight (their owners see an
+ * error) before a->curl becomes NULL. */
+int curlm_agent_open(struct agent *a);
+void curlm_agent_close(struct agent *a);
 
 /* Starts easy, whose options the caller has set (URL, method, timeouts).
  * curlm takes easy and headers (may be NULL; set as CURLOPT_HTTPHEADER) in

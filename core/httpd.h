@@ -46,6 +46,12 @@ void httpd_options_from_config(struct httpd_options *o, const struct config *cfg
  * strings of o are copied. */
 struct httpd *httpd_start(struct agent *a, const struct httpd_options *o, char *err,
                           size_t err_len);
+/* The agent's server, from its config: a->httpd. Opening with an empty
+ * [api] listen does nothing. Returns 0, or -1 with the error logged. */
+int httpd_agent_open(struct agent *a);
+void httpd_agent_stop_accepting(struct agent *a);
+void httpd_agent_close(struct agent *a);
+
 /* Closes the listening sockets; requests in progress go on, streams end
  * (their tasks are aborted) and new requests on open connections get 503. */
 void httpd_stop_accepting(struct httpd *h);

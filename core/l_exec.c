@@ -438,7 +438,8 @@ static int l_exec_run(lua_State *L)
     if (cwd) {
         struct stat st;
         if (stat(cwd, &st) != 0)
-            return bind_fail(L, "exec.run", "cwd \"%s\": %s", cwd, strerror(errno));
+            return bind_fail(L, "exec.run", "cwd \"%s\": %s", cwd,
+                             uv_strerror(uv_translate_sys_error(errno)));
         if (!S_ISDIR(st.st_mode))
             return bind_fail(L, "exec.run", "cwd \"%s\": not a directory", cwd);
     }

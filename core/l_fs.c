@@ -92,6 +92,14 @@ static struct fs_guard *fs_guard_new(lua_State *L)
     return g;
 }
 
+/* Releases what the call holds at once (not at the next GC: a stream of
+ * refused paths must not pile up descriptors) and returns nil, "OP: MSG". */
+static int fs_return_fail(lua_State *L, struct fs_guard *g, const char *op, const char *msg)
+{
+    fs_guard_release(g);
+    return bind_fail(L, op, "%s", msg);
+}
+
 static struct fs_conf *fs_conf(lua_State *L)
 {
     return lua_touserdata(L, lua_upvalueindex(1));
@@ -572,10 +580,10 @@ static int l_fs_read(lua_State *L)
     struct fs_guard *g = fs_guard_new(L);
     struct fs_ctx c;
     if (fs_begin(L, &c, g) != 0)
-        return bind_fail(L, "fs.read", "%s", c.err);
+        return fs_return_fail(L, g, "fs.read", c.err);
     int fd = fs_open_beneath(&c, c.rel, O_RDONLY | O_NONBLOCK, 0);
     if (fd < 0)
-        return bind_fail(L, "fs.read", "%s", c.err);
+        return fs_return_fail(L, g, "fs.read", c.err);
     g->fd[1] = fd;
     char why[256];
     if (fs_read_fd(L, fd, max, why, sizeof why) != 0) {
@@ -598,13 +606,13 @@ static int l_fs_write(lua_State *L)
     struct fs_guard *g = fs_guard_new(L);
     struct fs_ctx c;
     if (fs_begin(L, &c, g) != 0)
-        return bind_fail(L, "fs.write", "%s", c.err);
+        return fs_return_fail(L, g, "fs.write", c.err);
     char dir[FS_PATH_MAX + 1];
     const char *name;
     int dfd = fs_open_parent(&c, mkdir, 0755, dir, &name);
     if (dfd < 0) {
         fs_guard_release(g);
-        return bind_fail(L, "fs.write", "%s", c.err);
+        return fs_return_fail(L, g, "fs.write", c.err);
     }
     g->fd[1] = dfd;
     char why[256];
@@ -623,17 +631,17 @@ static int l_fs_stat(lua_State *L)
     struct fs_guard *g = fs_guard_new(L);
     struct fs_ctx c;
     if (fs_begin(L, &c, g) != 0)
-        return bind_fail(L, "fs.stat", "%s", c.err);
+        return fs_return_fail(L, g, "fs.stat", c.err);
     int fd = fs_open_beneath(&c, c.rel, O_PATH | O_NOFOLLOW, 0);
     if (fd < 0)
-        return bind_fail(L, "fs.stat", "%s", c.err);
+        return fs_return_fail(L, g, "fs.stat", c.err);
     g->fd[1] = fd;
     struct stat st;
     int rc = fstat(fd, &st), err = errno;
     fs_guard_release(g);
     if (rc != 0) {
         fs_fail_errno(&c, err);
-        return bind_fail(L, "fs.stat", "%s", c.err);
+        return fs_return_fail(L, g, "fs.stat", c.err);
     }
     fs_push_stat(L, &st);
     return 1;
@@ -678,20 +686,20 @@ static int l_fs_list(lua_State *L)
     struct fs_guard *g = fs_guard_new(L);
     struct fs_ctx c;
     if (fs_begin(L, &c, g) != 0)
-        return bind_fail(L, "fs.list", "%s", c.err);
+        return fs_return_fail(L, g, "fs.list", c.err);
     int fd = fs_open_beneath(&c, c.rel, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
     if (fd < 0)
-        return bind_fail(L, "fs.list", "%s", c.err);
+        return fs_return_fail(L, g, "fs.list", c.err);
     if (!(g->dir = fdopendir(fd))) {
         int err = errno;
         close(fd);
         fs_fail_errno(&c, err);
-        return bind_fail(L, "fs.list", "%s", c.err);
+        return fs_return_fail(L, g, "fs.list", c.err);
     }
     int err = fs_collect_names(g);
     if (err) {
         fs_fail_errno(&c, err);
-        return bind_fail(L, "fs.list", "%s", c.err);
+        return fs_return_fail(L, g, "fs.list", c.err);
     }
     lua_createtable(L, (int)g->n, 0);
     int k = 0;
@@ -717,7 +725,7 @@ static int l_fs_remove(lua_State *L)
     struct fs_guard *g = fs_guard_new(L);
     struct fs_ctx c;
     if (fs_begin(L, &c, g) != 0)
-        return bind_fail(L, "fs.remove", "%s", c.err);
+        return fs_return_fail(L, g, "fs.remove", c.err);
     char dir[FS_PATH_MAX + 1];
     const char *name;
     int dfd = fs_open_parent(&c, 0, 0, dir, &name);
@@ -727,7 +735,7 @@ static int l_fs_remove(lua_State *L)
             lua_pushboolean(L, 1);
             return 1;
         }
-        return bind_fail(L, "fs.remove", "%s", c.err);
+        return fs_return_fail(L, g, "fs.remove", c.err);
     }
     g->fd[1] = dfd;
     int rc = unlinkat(dfd, name, 0);
@@ -737,7 +745,7 @@ static int l_fs_remove(lua_State *L)
     fs_guard_release(g);
     if (rc != 0 && !(missing_ok && err == ENOENT)) {
         fs_fail_errno(&c, err);
-        return bind_fail(L, "fs.remove", "%s", c.err);
+        return fs_return_fail(L, g, "fs.remove", c.err);
     }
     lua_pushboolean(L, 1);
     return 1;

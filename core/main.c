@@ -95,6 +95,26 @@ const struct command commands[] = {
       "Loads the config, every service definition and every policy it names, as the\n"
       "server would, and reports each problem with its file and line. Exit 0 when\n"
       "everything is valid, 1 otherwise." },
+    { "token", "create|list|revoke --config FILE [--name NAME]",
+      "manage the API's bearer tokens", cmd_token,
+      "create --name NAME prints a new token once on stdout (only its SHA-256 is\n"
+      "kept); list prints NAME CREATED LAST_USED; revoke --name NAME removes one.\n"
+      "Works beside a running agent; run it as the agent's user." },
+    { "console", "[--config FILE | --socket PATH] [-e EXPR]",
+      "a Lua prompt inside the running agent", cmd_console,
+      "Connects to the running agent's console socket ([console] socket of FILE, of\n"
+      "MCP_AGENT_CONFIG, or the default) and opens a Lua prompt inside it: expressions\n"
+      "print their value, `:help` lists the helpers, Tab completes names, Ctrl-C\n"
+      "aborts an evaluation that waits, Ctrl-D leaves. History: ~/.mcp_agent_history.\n"
+      "With -e EXPR: evaluates EXPR once, prints the result, exits 0 (1 on error).\n"
+      "Only the agent's own user and root may connect." },
+    { "doctor", "--config FILE", "check that this host is ready to run the agent", cmd_doctor,
+      "Checks, as the user who runs it, what the agent needs of the host, one line each:\n"
+      "`ok   WHAT`, or `FAIL WHAT: HOW TO FIX`. The uid against the one recorded in\n"
+      "the registry, /etc/subuid and /etc/subgid ranges, XDG_RUNTIME_DIR, the Podman\n"
+      "socket, lingering, data_dir and /srv writable, the console socket's directory\n"
+      "private. Run it as the agent's user (runuser -u mcp -- mcp-agent doctor ...).\n"
+      "Exit 0 only when every check passed, 1 otherwise." },
     { "version", "", "print the version", cmd_version, "Prints the version." },
     { "toml-decode", "< FILE.toml", "TOML on stdin to toml-test JSON on stdout",
       cmd_toml_decode,

@@ -10,6 +10,12 @@
  * bookkeeping it needs for the redefinition rules (and a hash index for large
  * tables, which toml_get keeps using after the parse).
  *
+ * All of a document's memory (nodes, keys, strings, item arrays, indexes)
+ * comes from one arena owned by the root, so a parse costs a few mallocs
+ * instead of one per value, and toml_free is a walk over a chunk list.
+ * Growing an array copies it within the arena; the old copy is left behind,
+ * which costs at most as much again as the final arrays.
+ *
  * The redefinition rules follow TOML 1.0.0 as toml-test reads it:
  * - a [header] defines its table once; tables it only passes through are
  *   implicit and may be defined later by their own header;
@@ -23,6 +29,7 @@
  *   made. */
 #include "toml.h"
 
+#include <limits.h>
 #include <locale.h>
 #include <math.h>
 #include <stdarg.h>
@@ -31,6 +38,9 @@
 
 #define TOML_MAX_DEPTH 1000     /* nesting cap, so recursion stays far from the stack's end */
 #define INDEX_MIN 8             /* tables with this many keys get a hash index */
+#define CHUNK_MIN 8192          /* arena chunks double from this size ... */
+#define CHUNK_MAX (1 << 20)     /* ... up to this one */
+#define ARENA_ALIGN 8           /* enough for every type the tree stores */
 #define NOT_FOUND ((size_t)-1)
 
 #ifdef __GNUC__
@@ -43,6 +53,13 @@ enum {
     NODE_HEADER = 1,            /* table defined by [x], or an element made by [[x]] */
     NODE_INLINE = 2,            /* inline table: closed once written */
     NODE_AOT = 4,               /* array made by [[x]]; other arrays are static */
+    NODE_ROOT = 8,              /* the root: a struct doc, owner of the arena */
+};
+
+struct chunk {
+    struct chunk *next;
+    size_t size, used;
+    max_align_t data[];
 };
 
 struct slot {
@@ -57,10 +74,16 @@ struct table_index {
 
 struct node {
     struct toml_value v;        /* first, so a toml_value * of the tree is a node * */
-    struct table_index *index;  /* owned; tables with INDEX_MIN keys or more */
+    struct table_index *index;  /* tables with INDEX_MIN keys or more; in the arena */
     unsigned flags;
     int depth;                  /* root table is 0 */
     size_t dotted_sec;          /* section whose dotted keys made or reached it; 0 none */
+};
+
+/* The root table and the memory of the whole tree. */
+struct doc {
+    struct node root;
+    struct chunk *chunks;       /* owned; the first one is the one being filled */
 };
 
 struct buf {
@@ -94,6 +117,8 @@ struct parser {
     const char *line_start;
     size_t line_cont;           /* UTF-8 continuation bytes passed on this line (columns) */
     size_t sec;                 /* current section: 1 before the first header */
+    char decimal_point;         /* the locale's, which strtod expects */
+    struct doc *doc;
     struct node *root, *cur;    /* cur: the table key/value pairs go to */
     struct buf sbuf;            /* scratch for string and float text */
     struct keypath key;         /* the key being parsed */
@@ -151,10 +176,48 @@ static int buf_put(struct buf *b, const char *s, size_t n)
     return 0;
 }
 
-/* Returns a malloc'd NUL-terminated copy of n bytes (the caller owns it). */
-static char *dup_bytes(const char *s, size_t n)
+/* n bytes from the document's arena, or NULL. */
+static void *arena_alloc(struct doc *d, size_t n)
 {
-    char *d = malloc(n + 1);
+    n = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    struct chunk *c = d->chunks;
+    if (c && c->size - c->used >= n) {
+        void *p = (char *)c->data + c->used;
+        c->used += n;
+        return p;
+    }
+    size_t size = c ? c->size * 2 : CHUNK_MIN;
+    if (size > CHUNK_MAX)
+        size = CHUNK_MAX;
+    if (n > size / 4) {
+        /* a big block gets a chunk of its own, behind the one being filled */
+        struct chunk *big = malloc(sizeof *big + n);
+        if (!big)
+            return NULL;
+        big->size = big->used = n;
+        if (c) {
+            big->next = c->next;
+            c->next = big;
+        } else {
+            big->next = NULL;
+            d->chunks = big;
+        }
+        return big->data;
+    }
+    struct chunk *fresh = malloc(sizeof *fresh + size);
+    if (!fresh)
+        return NULL;
+    fresh->size = size;
+    fresh->used = n;
+    fresh->next = c;
+    d->chunks = fresh;
+    return fresh->data;
+}
+
+/* A NUL-terminated copy of n bytes in the arena, or NULL. */
+static char *dup_bytes(struct parser *ps, const char *s, size_t n)
+{
+    char *d = arena_alloc(ps->doc, n + 1);
     if (d) {
         if (n)
             memcpy(d, s, n);
@@ -252,10 +315,12 @@ static int utf8_put(struct buf *b, uint32_t cp)
 
 /* Positions and errors. */
 
-/* Position of the cursor; columns count characters, not bytes. */
+/* Position of the cursor; columns count characters, not bytes (and stop
+ * counting at INT_MAX rather than overflow on absurd lines). */
 static struct pos here(const struct parser *ps)
 {
-    struct pos at = { ps->line, (int)(ps->p - ps->line_start - ps->line_cont) + 1 };
+    size_t col = (size_t)(ps->p - ps->line_start) - ps->line_cont + 1;
+    struct pos at = { ps->line, col > INT_MAX ? INT_MAX : (int)col };
     return at;
 }
 
@@ -263,7 +328,7 @@ static struct pos here(const struct parser *ps)
 static struct pos pos_of(const struct parser *ps, const char *q)
 {
     struct pos at = { ps->line, 1 };
-    for (const char *s = ps->line_start; s < q; s++)
+    for (const char *s = ps->line_start; s < q && at.col < INT_MAX; s++)
         if ((*s & 0xC0) != 0x80)
             at.col++;
     return at;
@@ -271,7 +336,8 @@ static struct pos pos_of(const struct parser *ps, const char *q)
 
 static void new_line(struct parser *ps, const char *after)
 {
-    ps->line++;
+    if (ps->line < INT_MAX)
+        ps->line++;
     ps->line_start = after;
     ps->line_cont = 0;
     ps->p = after;
@@ -377,15 +443,9 @@ static const char *key_quoted(const struct parser *ps, size_t upto, char *buf, s
 /* What a value is, for messages that say why it cannot be changed. */
 static const char *node_kind(const struct node *n)
 {
-    if (n->v.type == TOML_TABLE && (n->flags & NODE_INLINE))
-        return "an inline table";
-    if (n->v.type == TOML_TABLE)
-        return "a table";
-    if (n->v.type == TOML_ARRAY && (n->flags & NODE_AOT))
-        return "an array of tables";
-    if (n->v.type == TOML_ARRAY)
-        return "an array";
     switch (n->v.type) {
+    case TOML_TABLE: return n->flags & NODE_INLINE ? "an inline table" : "a table";
+    case TOML_ARRAY: return n->flags & NODE_AOT ? "an array of tables" : "an array";
     case TOML_INTEGER: return "an integer";
     case TOML_DATETIME: return "an offset date-time";
     case TOML_DATETIME_LOCAL: return "a local date-time";
@@ -394,19 +454,20 @@ static const char *node_kind(const struct node *n)
     case TOML_BOOL: return "a boolean";
     case TOML_DATE_LOCAL: return "a local date";
     case TOML_TIME_LOCAL: return "a local time";
-    default: return "a value";
     }
+    return "a value";
 }
 
 /* Nodes and tables. */
 
 static struct node *node_new(struct parser *ps, enum toml_type type, struct pos at, int depth)
 {
-    struct node *n = calloc(1, sizeof *n);
+    struct node *n = arena_alloc(ps->doc, sizeof *n);
     if (!n) {
         fail_oom(ps);
         return NULL;
     }
+    memset(n, 0, sizeof *n);
     n->v.type = type;
     n->v.line = at.line;
     n->v.col = at.col;
@@ -453,14 +514,26 @@ static void index_insert(struct table_index *ix, uint32_t h, size_t idx)
     ix->slots[i].idx = idx + 1;
 }
 
+/* A copy of items (len of size bytes each) with room for cap, or NULL. */
+static void *grow_items(struct parser *ps, const void *items, size_t len, size_t cap,
+                        size_t size)
+{
+    if (cap > (size_t)-1 / 2 / size)
+        return NULL;
+    void *p = arena_alloc(ps->doc, cap * size);
+    if (p && len)
+        memcpy(p, items, len * size);
+    return p;
+}
+
 /* Makes room for one more key (items and index); on failure nothing changed. */
-static int table_reserve(struct node *t)
+static int table_reserve(struct parser *ps, struct node *t)
 {
     struct toml_value *v = &t->v;
     size_t len = v->u.table.len;
     if (len == v->u.table.cap) {
         size_t cap = v->u.table.cap ? v->u.table.cap * 2 : 4;
-        struct toml_kv *items = realloc(v->u.table.items, cap * sizeof *items);
+        struct toml_kv *items = grow_items(ps, v->u.table.items, len, cap, sizeof *items);
         if (!items)
             return -1;
         v->u.table.items = items;
@@ -469,24 +542,25 @@ static int table_reserve(struct node *t)
     if (len + 1 < INDEX_MIN || (t->index && (len + 1) * 2 <= t->index->mask + 1))
         return 0;
     size_t slots = t->index ? (t->index->mask + 1) * 2 : 4 * INDEX_MIN;
-    struct table_index *ix = calloc(1, sizeof *ix + slots * sizeof ix->slots[0]);
+    size_t bytes = sizeof(struct table_index) + slots * sizeof(struct slot);
+    struct table_index *ix = arena_alloc(ps->doc, bytes);
     if (!ix)
         return -1;
+    memset(ix, 0, bytes);
     ix->mask = slots - 1;
     for (size_t i = 0; i < len; i++) {
         const struct toml_kv *kv = &v->u.table.items[i];
         index_insert(ix, key_hash(kv->key, kv->key_len), i);
     }
-    free(t->index);
     t->index = ix;
     return 0;
 }
 
-/* Adds key (owned, NUL-terminated) -> val to t; takes both on success only. */
+/* Adds key (NUL-terminated, in the arena) -> val to t. */
 static int table_add(struct parser *ps, struct node *t, char *key, size_t key_len,
                      struct node *val)
 {
-    if (table_reserve(t))
+    if (table_reserve(ps, t))
         return fail_oom(ps);
     size_t i = t->v.u.table.len++;
     t->v.u.table.items[i].key = key;
@@ -502,7 +576,8 @@ static int array_push(struct parser *ps, struct node *a, struct node *val)
     struct toml_value *v = &a->v;
     if (v->u.array.len == v->u.array.cap) {
         size_t cap = v->u.array.cap ? v->u.array.cap * 2 : 4;
-        struct toml_value **items = realloc(v->u.array.items, cap * sizeof *items);
+        struct toml_value **items = grow_items(ps, v->u.array.items, v->u.array.len, cap,
+                                               sizeof *items);
         if (!items)
             return fail_oom(ps);
         v->u.array.items = items;
@@ -526,17 +601,13 @@ static struct node *add_table(struct parser *ps, struct node *t, size_t i)
         return NULL;
     }
     struct node *child = node_new(ps, TOML_TABLE, kp->at, t->depth + 1);
-    char *k = child ? dup_bytes(ps->key.text.p + kp->off, kp->len) : NULL;
+    char *k = child ? dup_bytes(ps, ps->key.text.p + kp->off, kp->len) : NULL;
     if (!k) {
-        free(child);
         fail_oom(ps);
         return NULL;
     }
-    if (table_add(ps, t, k, kp->len, child)) {
-        free(k);
-        free(child);
+    if (table_add(ps, t, k, kp->len, child))
         return NULL;
-    }
     return child;
 }
 
@@ -969,21 +1040,14 @@ static int parse_keyval(struct parser *ps, struct node *base)
                        key_quoted(ps, ps->key.n - 1, kb, sizeof kb), n->v.line);
     }
     /* the value's own keys will reuse ps->key, so the last part is copied now */
-    char *key = dup_bytes(k, last->len);
+    char *key = dup_bytes(ps, k, last->len);
     size_t key_len = last->len;
     if (!key)
         return fail_oom(ps);
     struct node *v;
-    if (parse_value(ps, t->depth + 1, &v)) {
-        free(key);
+    if (parse_value(ps, t->depth + 1, &v))
         return -1;
-    }
-    if (table_add(ps, t, key, key_len, v)) {
-        free(key);
-        toml_free(&v->v);
-        return -1;
-    }
-    return 0;
+    return table_add(ps, t, key, key_len, v);
 }
 
 /* Numbers. */
@@ -1043,13 +1107,14 @@ static int check_end(struct parser *ps, const char *start, const char *what)
 /* Integer of a base 2, 8 or 16 after its 0x/0o/0b prefix. */
 static int parse_prefixed(struct parser *ps, const char *start, struct node *n)
 {
-    static const char *const names[] = { [2] = "binary", [8] = "octal", [16] = "hexadecimal" };
+    static const char *const what[] = {
+        [2] = "binary digits after 0b", [8] = "octal digits after 0o",
+        [16] = "hexadecimal digits after 0x",
+    };
     char c = start[1];
     int base = c == 'x' ? 16 : c == 'o' ? 8 : 2;
-    char what[48];
-    snprintf(what, sizeof what, "%s digits after 0%c", names[base], c);
     const char *p = start + 2;
-    if (scan_digits(ps, &p, base, what))
+    if (scan_digits(ps, &p, base, what[base]))
         return -1;
     uint64_t v = 0;
     for (const char *q = start + 2; q < p; q++) {
@@ -1121,7 +1186,7 @@ static int parse_number(struct parser *ps, struct node *n)
             v = v * 10 + d;
         }
         n->v.type = TOML_INTEGER;
-        n->v.u.integer = neg ? (int64_t)(0 - v) : (int64_t)v;
+        n->v.u.integer = !neg ? (int64_t)v : v > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)v;
         return check_end(ps, start, "integer");
     }
     /* strtod wants the text without underscores, and the locale's decimal point */
@@ -1129,7 +1194,7 @@ static int parse_number(struct parser *ps, struct node *n)
     b->len = 0;
     if (buf_reserve(b, (size_t)(p - start) + 8))
         return fail_oom(ps);
-    char dp = *localeconv()->decimal_point;
+    char dp = ps->decimal_point;
     for (const char *q = start; q < p; q++)
         if (*q != '_')
             b->p[b->len++] = *q == '.' ? dp : *q;
@@ -1269,10 +1334,8 @@ static int parse_array(struct parser *ps, struct node *a)
         struct node *v;
         if (parse_value(ps, a->depth + 1, &v))
             return -1;
-        if (array_push(ps, a, v)) {
-            toml_free(&v->v);
+        if (array_push(ps, a, v))
             return -1;
-        }
         if (skip_blank(ps))
             return -1;
         if (ps->p < ps->end && *ps->p == ',') {
@@ -1362,7 +1425,7 @@ static int parse_value(struct parser *ps, int depth, struct node **out)
         ps->sbuf.len = 0;
         rc = scan_any_string(ps, &ps->sbuf, &ml);
         if (!rc) {
-            n->v.u.str.ptr = dup_bytes(ps->sbuf.p ? ps->sbuf.p : "", ps->sbuf.len);
+            n->v.u.str.ptr = dup_bytes(ps, ps->sbuf.p, ps->sbuf.len);
             n->v.u.str.len = ps->sbuf.len;
             if (!n->v.u.str.ptr)
                 rc = fail_oom(ps);
@@ -1397,10 +1460,8 @@ static int parse_value(struct parser *ps, int depth, struct node **out)
     } else {
         rc = parse_number(ps, n);
     }
-    if (rc) {
-        toml_free(&n->v);
-        return -1;
-    }
+    if (rc)
+        return -1;      /* n stays in the arena, which goes with the document */
     *out = n;
     return 0;
 }
@@ -1479,10 +1540,8 @@ static int open_table(struct parser *ps, int aot, struct pos at)
         struct node *elem = node_new(ps, TOML_TABLE, at, n->depth + 1);
         if (!elem)
             return -1;
-        if (array_push(ps, n, elem)) {
-            free(elem);
+        if (array_push(ps, n, elem))
             return -1;
-        }
         elem->flags |= NODE_HEADER;
         n = elem;
     }
@@ -1557,13 +1616,20 @@ struct toml_value *toml_parse(const char *src, size_t len, const char *name,
         err[0] = '\0';
     ps.line = 1;
     ps.sec = 1;
-    struct pos at = { 1, 1 };
-    ps.root = node_new(&ps, TOML_TABLE, at, 0);
-    if (!ps.root)
+    ps.decimal_point = *localeconv()->decimal_point;
+    ps.doc = calloc(1, sizeof *ps.doc);
+    if (!ps.doc) {
+        fail_at(&ps, here(&ps), "out of memory");
         return NULL;
-    ps.root->flags = NODE_HEADER;
+    }
+    ps.root = &ps.doc->root;
+    ps.root->v.type = TOML_TABLE;
+    ps.root->v.line = ps.root->v.col = 1;
+    ps.root->flags = NODE_HEADER | NODE_ROOT;
     ps.cur = ps.root;
-    int rc = parse_document(&ps);
+    /* allocated up front so that an empty key or string still has a buffer */
+    int rc = buf_reserve(&ps.sbuf, 1) || buf_reserve(&ps.key.text, 1) ? fail_oom(&ps)
+             : parse_document(&ps);
     free(ps.sbuf.p);
     free(ps.key.text.p);
     free(ps.key.parts);
@@ -1576,30 +1642,14 @@ struct toml_value *toml_parse(const char *src, size_t len, const char *name,
 
 void toml_free(struct toml_value *v)
 {
-    if (!v)
-        return;
-    struct node *n = (struct node *)v;
-    switch (v->type) {
-    case TOML_TABLE:
-        for (size_t i = 0; i < v->u.table.len; i++) {
-            free(v->u.table.items[i].key);
-            toml_free(v->u.table.items[i].value);
-        }
-        free(v->u.table.items);
-        free(n->index);
-        break;
-    case TOML_ARRAY:
-        for (size_t i = 0; i < v->u.array.len; i++)
-            toml_free(v->u.array.items[i]);
-        free(v->u.array.items);
-        break;
-    case TOML_STRING:
-        free(v->u.str.ptr);
-        break;
-    default:
-        break;
+    if (!v || !(((struct node *)v)->flags & NODE_ROOT))
+        return;         /* values inside a document go with its root */
+    struct doc *d = (struct doc *)v;
+    for (struct chunk *c = d->chunks, *next; c; c = next) {
+        next = c->next;
+        free(c);
     }
-    free(n);
+    free(d);
 }
 
 const struct toml_value *toml_get(const struct toml_value *t, const char *key)

@@ -61,9 +61,13 @@ struct toml_value {
 struct toml_value *toml_parse(const char *src, size_t len, const char *name,
                               char *err, size_t err_len);
 
+/* Frees a document: v is the root toml_parse returned, and every value in
+ * the tree goes with it (they share one arena). Called on a value inside a
+ * tree, or on NULL, it does nothing. */
 void toml_free(struct toml_value *v);
 
-/* Looks up key in a table; NULL when absent or when t is not a table. */
+/* Looks up key in a table; NULL when absent or when t is not a table. t must
+ * come from toml_parse (large tables carry a hash index beside the items). */
 const struct toml_value *toml_get(const struct toml_value *t, const char *key);
 
 /* Name of a type for messages: "table", "array", "string", "integer", "float",

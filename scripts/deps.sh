@@ -14,9 +14,11 @@ lua-busted
 podman runc uidmap slirp4netns fuse-overlayfs busybox-static catatonit netavark
 clang libfuzzer-14-dev libclang-rt-14-dev valgrind
 nginx-light wrk hyperfine tmux curl python3
-systemd prometheus
+systemd prometheus nix-bin
 iproute2 procps psmisc
 "
+# nix-bin is listed for nix-instantiate, which parses and evaluates the NixOS
+# module in tests/c/nixos.sh (about 10 s to install).
 # prometheus is listed for promtool (/usr/bin/promtool ships in that package
 # on Debian 12); netavark makes podman's container-network-stack dependency
 # deterministic instead of whatever apt picks.

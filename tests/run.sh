@@ -16,8 +16,9 @@ TMP=$(mktemp -d /tmp/mcp-tests.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT INT TERM
 
 if [ -n "${MCP_SANITIZE:-}" ]; then
-    # busted's luajit is not instrumented: the runtime must come first.
-    export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+    # busted's luajit is not instrumented: the runtime must come first, in
+    # busted's process only (tests/helper.lua keeps it from its children).
+    MCP_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
     export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:exitcode=23"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=23"
 fi
@@ -34,7 +35,9 @@ run_busted() {  # suite dir
     out="$TMP/$1.tap"
     # Separate --lpath flags: busted re-execs itself under --lua through sh,
     # unquoted, so a ';' inside one flag would end the command.
-    busted --lua=luajit -o TAP --lpath="$ROOT/lua/?.lua" --lpath="$ROOT/lua/?/init.lua" \
+    env ${MCP_PRELOAD:+LD_PRELOAD="$MCP_PRELOAD"} \
+    busted --lua=luajit -o TAP --helper="$ROOT/tests/helper.lua" \
+        --lpath="$ROOT/lua/?.lua" --lpath="$ROOT/lua/?/init.lua" \
         --lpath="$ROOT/?.lua" --cpath="$ROOT/$B/lua/?.so" "$2" >"$out" 2>&1
     rc=$?
     pass=$(grep -c '^ok ' "$out" | tr -d ' '); skip=$(grep -c '^ok .*# SKIP' "$out")
@@ -69,7 +72,10 @@ for s in $SUITES; do
     case $s in
     lua)         [ -d tests/lua ] && run_busted lua tests/lua ;;
     bindings)    [ -d tests/bindings ] && run_busted bindings tests/bindings ;;
-    c)           for t in tests/c/*.sh tests/toml/unit.sh; do
+    c)           for t in "$B"/tests/test_*; do
+                     [ -x "$t" ] && run_counted "$(basename "$t")" "$t"
+                 done
+                 for t in tests/c/*.sh; do
                      [ -f "$t" ] && run_counted "$(basename "$t" .sh)" sh "$t"
                  done ;;
     toml)        [ -f tests/toml/run-toml-test.sh ] &&

@@ -9,4 +9,67 @@ function commands.check_config()
   return 0
 end
 
+-- `mcp-agent token create|list|revoke [--name NAME]`: the API's bearer
+-- tokens, straight in the registry (SQLite lets this run beside the agent).
+function commands.token(action, name)
+  local registry = require("mcp.registry")
+  local function fail(msg)
+    io.stderr:write("mcp-agent token: ", msg, "\n")
+    return 1
+  end
+  if (action == "create" or action == "revoke") and not name then
+    return fail(action .. " needs --name NAME")
+  elseif action == "list" and name then
+    return fail("list takes no --name")
+  end
+  local path = mcp.config.agent.data_dir .. "/" .. registry.FILE
+  local existed = io.open(path, "r")
+  if existed then existed:close() end
+  local db, err = registry.open(path)
+  if not db then return fail(err) end
+  if not existed then io.stderr:write("mcp-agent token: created the registry ", path, "\n") end
+  local function when(t)
+    return t and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or "never"
+  end
+  local rc = 0
+  if action == "create" then
+    local token
+    token, err = registry.token_create(db, name)
+    if token then
+      print(token)
+      io.stderr:write(string.format("mcp-agent token: created %q; the token above is shown "
+        .. "only this once\n", name))
+    else
+      rc = fail((err:gsub("^token_%w+: ", "")))
+    end
+  elseif action == "list" then
+    local rows = { { "NAME", "CREATED", "LAST_USED" } }
+    for _, t in ipairs(registry.token_list(db)) do
+      rows[#rows + 1] = { t.name, when(t.created), when(t.last_used) }
+    end
+    local width = 4
+    for _, r in ipairs(rows) do width = math.max(width, #r[1]) end
+    for _, r in ipairs(rows) do
+      print(string.format("%-" .. width .. "s  %-20s  %s", r[1], r[2], r[3]))
+    end
+  else
+    local ok
+    ok, err = registry.token_revoke(db, name)
+    if ok then
+      print(string.format("revoked token %q: requests bearing it are refused from now on",
+        name))
+    else
+      rc = fail((err:gsub("^token_%w+: ", "")))
+    end
+  end
+  db:close()
+  return rc
+end
+
+-- `mcp-agent doctor`: one line per check of the host, ok or what to fix
+-- (mcp.doctor). Exit 0 only when every check passed.
+function commands.doctor()
+  return require("mcp.doctor").run(mcp.config)
+end
+
 return commands

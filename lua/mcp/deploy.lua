@@ -79,6 +79,20 @@ local function ensure_image(ref, progress)
   return true
 end
 
+-- Creates the host directories of a component's bind mounts that lie in
+-- /srv/<service>: the service's data directory belongs to the agent's user,
+-- and Podman refuses a bind mount whose source is missing.
+function deploy.ensure_dirs(def, comp)
+  local root = "/srv/" .. def.name
+  for _, v in ipairs(comp.volumes or {}) do
+    if v.source == root or v.source:sub(1, #root + 1) == root .. "/" then
+      local ok, err = mcp.fs.mkdir(v.source, 488)   -- 0750
+      if not ok then return nil, err end
+    end
+  end
+  return true
+end
+
 local Ctx = {}
 Ctx.__index = Ctx
 
@@ -108,6 +122,11 @@ function Ctx:start_new()
     if not ok then
       self:remove(set)
       return nil, string.format("image %s: %s", comp.image, err)
+    end
+    local dok, derr = deploy.ensure_dirs(def, comp)
+    if not dok then
+      self:remove(set)
+      return nil, derr
     end
     local suffix = beside and self.revision or nil
     local spec = definition.container_spec(def, comp, { ports = ports,

@@ -295,8 +295,12 @@ function monitor.on_event(ev)
   local service, component = attrs["mcp.service"], attrs["mcp.component"]
   if not service or not component then return end
   if action == "died" or action == "remove" then
-    -- Events of a container the agent itself is replacing are not drift.
+    -- Events of a container the agent itself is replacing are not drift, nor
+    -- are those of an older revision's container that a deploy removed.
     if busy(service) then return end
+    local cur = registry.revision_current(mcp.state.db, service)
+    local rev = attrs["mcp.revision"]
+    if cur and rev and rev ~= cur.id then return end
     local code = tonumber(attrs.containerExitCode)
     if action == "remove" then
       -- A removed container died first; its died event scheduled the restart.

@@ -79,6 +79,8 @@ function ops.restore_component(name, component)
     local ok, err = mcp.podman.images.pull(comp.image)
     if not ok then return nil, err end
   end
+  local dok, derr = deploy.ensure_dirs(def, comp)
+  if not dok then return nil, derr end
   local spec = definition.container_spec(def, comp, { ports = rev.spec.ports or {},
     revision = rev.id })
   spec.restart_policy = "no"      -- the agent supervises restarts itself

@@ -489,6 +489,24 @@ function registry.revision_list(db, service, limit)
   return out
 end
 
+-- registry.revision_set_spec(db, service, id, spec) -> true, or nil, err.
+-- Replaces a revision's spec: a deploy records its definition first and
+-- completes the spec with the ports once they are assigned, before any
+-- container starts, so a recovery always knows what was meant to run.
+function registry.revision_set_spec(db, service, id, spec)
+  need_db("revision_set_spec", db)
+  need("revision_set_spec", 2, "service", service, "string")
+  need("revision_set_spec", 3, "id", id, "string")
+  need("revision_set_spec", 4, "spec", spec, "table")
+  local n, err = db:exec("UPDATE revisions SET spec = ? WHERE service = ? AND id = ?",
+    encode(spec), service, id)
+  if not n then return nil, err end
+  if n == 0 then
+    return nil, string.format("revision_set_spec: service %q has no revision %q", service, id)
+  end
+  return true
+end
+
 ----------------------------------------------------------------------------
 -- Ports
 ----------------------------------------------------------------------------

@@ -21,6 +21,10 @@
 # (force "overlay" or "vfs"), PODMAN_ENV_LOG_LEVEL (service log level, info),
 # PODMAN_ENV_TIMEOUT (seconds to wait for the API, 30).
 set -euo pipefail
+# The environment is infrastructure, not code under test: `make check`
+# exports LD_PRELOAD=libasan.so for busted, and curl with ASan preloaded
+# hangs here (measured), as Podman's helpers might.
+unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 
 PROG=${PROG:-podman-env}
 MARKER=.podman-env           # a DIR without it is not ours: never removed
@@ -34,6 +38,7 @@ OWNER=()                     # command prefix that runs a command as the owner
 OWNER_UID=0
 RUNC_ROOT=/run/runc          # runc's state dir for this owner
 ROOTFUL=1
+SOCK_PATH=""                 # the API socket; DIR/run/podman.sock when empty
 
 die() { echo "$PROG: $*" >&2; exit 1; }
 say() { echo "$PROG: $*" >&2; }
@@ -104,7 +109,7 @@ resolve_dir() {
         *) DIR=$PWD/${1%/} ;;
     esac
     case $DIR in *"'"*|*" "*) die "DIR must not contain quotes or spaces: $DIR" ;; esac
-    SOCK=${SOCK:-$DIR/run/podman.sock}
+    SOCK=${SOCK_PATH:-$DIR/run/podman.sock}
 }
 
 # The variables that make `podman` (service and CLI alike) use DIR only.
@@ -273,21 +278,28 @@ start_service() {
 # (about 70 ms here), or SIGKILL at once with "kill" (for `stop`, which
 # throws everything away anyway).
 stop_service() {
-    local how=${1:-term} pid
+    local how=${1:-term} pid p left
     [ -f "$DIR/podman.pid" ] || return 0
     if pid=$(service_pid); then
+        # Rootless Podman re-executes itself inside its user namespace: that
+        # child is the real service, and the parent does not pass it signals.
+        pid="$pid $(pgrep -P "$pid" -x podman | tr '\n' ' ' || true)"
         if [ "$how" = term ]; then
-            kill -TERM "$pid" 2>/dev/null || true
+            # shellcheck disable=SC2086
+            kill -TERM $pid 2>/dev/null || true
             for _ in $(seq 100); do
-                alive "$pid" || break
+                left=""
+                for p in $pid; do alive "$p" && left+=" $p"; done
+                [ -n "$left" ] || break
                 sleep 0.05
             done
         fi
-        if alive "$pid"; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
+        # shellcheck disable=SC2086
+        kill -KILL $pid 2>/dev/null || true
         for _ in $(seq 40); do
-            alive "$pid" || break
+            left=""
+            for p in $pid; do alive "$p" && left+=" $p"; done
+            [ -n "$left" ] || break
             sleep 0.05
         done
     fi
@@ -505,6 +517,9 @@ main() {
     local cmd=${1:-}
     [ $# -ge 1 ] && shift
     resolve_dir "${1:-}"
+    case $cmd in start|stop|images|start-service|resume)
+        [ "$(id -u)" = 0 ] || die "run as root (the rootless variant is podman-env-rootless.sh)" ;;
+    esac
     case $cmd in
         start) cmd_start ;;
         images) cmd_images ;;

@@ -24,6 +24,7 @@ local function script_dir()
 end
 
 podman_env.script = script_dir() .. "/podman-env.sh"
+podman_env.rootless_script = script_dir() .. "/podman-env-rootless.sh"
 podman_env.image1 = "localhost/mcp-test:1.0"
 podman_env.image2 = "localhost/mcp-test:2.0"
 
@@ -50,9 +51,11 @@ end
 
 -- Runs a shell command; returns stdout, exit code, stderr. io.popen cannot
 -- give the exit code under Lua 5.1/LuaJIT, so the command prints it last.
+-- LD_PRELOAD is dropped: `make check` preloads ASan into busted, and curl
+-- with ASan preloaded hangs (binaries built with sanitizers need no preload).
 local function run(cmd)
     local errfile = os.tmpname()
-    local p = assert(io.popen("( " .. cmd .. " ) 2>" .. q(errfile) ..
+    local p = assert(io.popen("unset LD_PRELOAD; ( " .. cmd .. " ) 2>" .. q(errfile) ..
                               "; rc=$?; echo; echo \"__podman_env_rc=$rc\""))
     local out = p:read("*a")
     p:close()
@@ -71,12 +74,18 @@ Env.__index = Env
 -- the API service sees). args: a list of words, or one shell string.
 -- Returns stdout (trailing newline kept), exit code, stderr.
 function Env:podman(args)
-    return run(". " .. q(self.dir .. "/env.sh") .. " && podman " .. words(args))
+    return self:sh("podman " .. words(args))
 end
 
--- Any shell command with the environment's variables set.
+-- Any shell command with the environment's variables set, run as the
+-- environment's owner (root, or mcp for a rootless one).
 function Env:sh(cmd)
-    return run(". " .. q(self.dir .. "/env.sh") .. " && " .. cmd)
+    local inner = ". " .. q(self.dir .. "/env.sh") .. " && " .. cmd
+    if self.rootless then
+        return run("setpriv --reuid=850 --regid=850 --init-groups --reset-env " ..
+                   "env PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin bash -c " .. q(inner))
+    end
+    return run(inner)
 end
 
 -- One request to the libpod API on the environment's socket. Returns the
@@ -92,8 +101,9 @@ function Env:api(method, path, body)
     return resp or out, tonumber(status) or 0
 end
 
-local function script(cmd, dir)
-    local out, code, err = run(q(podman_env.script) .. " " .. cmd .. " " .. q(dir))
+local function script(cmd, dir, rootless)
+    local path = rootless and podman_env.rootless_script or podman_env.script
+    local out, code, err = run(q(path) .. " " .. cmd .. " " .. q(dir))
     if code ~= 0 then
         return nil, ("podman-env.sh %s %s failed (exit %d):\n%s%s"):format(cmd, dir, code, out, err)
     end
@@ -102,8 +112,8 @@ end
 
 -- Stop only the API service (containers keep running), and start it again:
 -- for tests of an agent that loses Podman and gets it back.
-function Env:stop_service() return assert(script("stop-service", self.dir)) end
-function Env:start_service() return assert(script("start-service", self.dir)) end
+function Env:stop_service() return assert(script("stop-service", self.dir, self.rootless)) end
+function Env:start_service() return assert(script("start-service", self.dir, self.rootless)) end
 
 local started = {}
 
@@ -113,29 +123,35 @@ function Env:stop()
     if self.stopped then return true end
     self.stopped = true
     started[self.dir] = nil
-    return assert(script("stop", self.dir))
+    return assert(script("stop", self.dir, self.rootless))
 end
 
 -- Starts a fresh environment in /tmp/mcp-test-XXXXXX and builds the test
--- images (opts.images = false skips them). Raises with the service's log
--- when it cannot start, after cleaning up what it made.
+-- images (opts.images = false skips them). opts.rootless = true runs Podman
+-- as user mcp (uid 850) with its socket in /run/user/850, one at a time.
+-- Raises with the service's log when it cannot start, after cleaning up
+-- what it made.
 function podman_env.start(opts)
     opts = opts or {}
+    local rootless = opts.rootless and true or false
     local dir = run("mktemp -d /tmp/mcp-test-XXXXXX"):gsub("%s+$", "")
     assert(dir:match("^/tmp/mcp%-test%-%w+$"), "mktemp failed: " .. dir)
-    local ok, err = script("start", dir)
-    if ok and opts.images ~= false then ok, err = script("images", dir) end
+    local ok, err = script("start", dir, rootless)
+    if ok and opts.images ~= false then ok, err = script("images", dir, rootless) end
     if not ok then
-        script("stop", dir)
+        script("stop", dir, rootless)
         error(err, 2)
     end
+    -- An agent given XDG_RUNTIME_DIR=runtime_dir finds the socket where
+    -- production has it: $XDG_RUNTIME_DIR/podman/podman.sock.
+    local runtime_dir = rootless and "/run/user/850" or dir .. "/run"
+    local socket = rootless and runtime_dir .. "/podman/podman.sock" or dir .. "/run/podman.sock"
     local env = setmetatable({
         dir = dir,
-        socket = dir .. "/run/podman.sock",
-        url = "unix://" .. dir .. "/run/podman.sock",
-        -- give an agent XDG_RUNTIME_DIR=runtime_dir and it finds the socket
-        -- where production has it: $XDG_RUNTIME_DIR/podman/podman.sock
-        runtime_dir = dir .. "/run",
+        rootless = rootless,
+        socket = socket,
+        url = "unix://" .. socket,
+        runtime_dir = runtime_dir,
         image1 = podman_env.image1,
         image2 = podman_env.image2,
     }, Env)

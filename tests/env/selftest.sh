@@ -3,18 +3,33 @@
 # what every integration test relies on, checked against the real Podman of
 # this machine. Two environments run side by side; one loses its service to
 # kill -9 before it is stopped. Prints `podman-env: N passed, N failed`.
+#
+#   tests/env/selftest.sh              the root environment (what tests use)
+#   tests/env/selftest.sh --rootless   podman-env-rootless.sh instead: creates
+#                                      user mcp (uid 850) if absent
 set -uo pipefail
+unset LD_PRELOAD    # curl hangs with ASan preloaded (make check exports it)
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ENV_SH=$HERE/podman-env.sh
+RL_SH=$HERE/podman-env-rootless.sh
+MODE=root
+[ "${1:-}" = --rootless ] && MODE=rootless
 A=$(mktemp -d /tmp/mcp-test-XXXXXX)
 B=$(mktemp -d /tmp/mcp-test-XXXXXX)
 WORK=$(mktemp -d /tmp/mcp-selftest-XXXXXX)
+SRV=""
 pass=0 fail=0
 
 cleanup() {
-    "$ENV_SH" stop "$A" >/dev/null 2>&1
-    "$ENV_SH" stop "$B" >/dev/null 2>&1
+    if [ "$MODE" = rootless ]; then
+        "$RL_SH" stop "$A" >/dev/null 2>&1
+        rmdir "$B" 2>/dev/null
+        [ -n "$SRV" ] && rm -rf "$SRV"
+    else
+        "$ENV_SH" stop "$A" >/dev/null 2>&1
+        "$ENV_SH" stop "$B" >/dev/null 2>&1
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -84,6 +99,94 @@ no_leftovers() {
     l=$(leftovers "$1")
     [ -z "$l" ] || { echo "$l"; return 1; }
 }
+
+# The rootless variant, as production runs Podman: user mcp, socket in
+# /run/user/850, slirp4netns, a bind mount of /srv/<service>.
+rootless_selftest() {
+    local sock=/run/user/850/podman/podman.sock pid port port2 spec ms t0
+    as_mcp() { setpriv --reuid=850 --regid=850 --init-groups --reset-env "$@"; }
+    pr() { "$RL_SH" podman "$A" "$@"; }
+    echo "# podman-env rootless selftest: DIR=$A"
+    t0=$(date +%s%N)
+    check "rootless start" "$RL_SH" start "$A"
+    echo "#   rootless start took $(ms_since "$t0") ms"
+    check "setup again changes nothing" test -z "$("$RL_SH" setup 2>&1)"
+    check "user mcp is uid 850, gid 850, home /srv/mcp, no login shell" \
+        test "$(getent passwd mcp | cut -d: -f3,4,6,7)" = "850:850:/srv/mcp:/usr/sbin/nologin"
+    check "mcp has subordinate uids and gids" \
+        bash -c "grep -qx 'mcp:100000:65536' /etc/subuid && grep -qx 'mcp:100000:65536' /etc/subgid"
+    check "/run/user/850 is mcp's, mode 700" test "$(stat -c '%u %a' /run/user/850)" = "850 700"
+    check "/dev/net/tun is usable by mcp" test "$(stat -c %a /dev/net/tun)" = 666
+    pid=$(cat "$A/podman.pid")
+    check "the service runs as uid 850" test "$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status")" = 850
+    check "mcp reaches the API on $sock" \
+        test "$(as_mcp curl -s --unix-socket "$sock" http://d/v4.0.0/libpod/_ping)" = OK
+    check "podman info says rootless" test "$(pr info --format '{{.Host.Security.Rootless}}')" = true
+    t0=$(date +%s%N)
+    check "rootless images" "$RL_SH" images "$A"
+    echo "#   rootless images took $(ms_since "$t0") ms"
+
+    SRV=$(mktemp -d /srv/mcptest-XXXXXX)
+    chown 850:850 "$SRV"
+    echo from-host >"$SRV/in.txt"
+    port=$(free_port)
+    check "rootless run: -p 127.0.0.1:$port:8080 (slirp4netns), -v $SRV, --init" \
+        pr run -d --name web --init -p "127.0.0.1:$port:8080" -v "$SRV:$SRV" localhost/mcp-test:1.0
+    check "HTTP to the published port answers" eventually 10 http_is "http://127.0.0.1:$port/" "hello from mcp-test 1.0"
+    check "the container reads /srv/<service>" test "$(pr exec web cat "$SRV/in.txt")" = from-host
+    check "what the container's root writes is mcp's on the host" \
+        bash -c "'$RL_SH' podman '$A' exec web sh -c 'echo x >$SRV/out.txt' && test \"\$(stat -c %u '$SRV/out.txt')\" = 850"
+    check "podman logs" bash -c "'$RL_SH' podman '$A' logs web 2>&1 | grep -q 'listening on 8080'"
+    curl -sN --max-time 15 --unix-socket "$sock" 'http://d/v4.0.0/libpod/events?stream=true' \
+        >"$WORK/events" 2>/dev/null &
+    local evpid=$!
+    sleep 0.3
+    check "podman kill" pr kill web
+    check "the event stream reports died with 137" \
+        eventually 10 grep -q '"Action":"died".*"containerExitCode":"137"' "$WORK/events"
+    kill "$evpid" 2>/dev/null; wait "$evpid" 2>/dev/null
+
+    port2=$(free_port)
+    spec="{\"name\": \"api-web\", \"image\": \"localhost/mcp-test:2.0\", \"init\": true,
+      \"env\": {\"PORT\": \"9090\"},
+      \"portmappings\": [{\"host_ip\": \"127.0.0.1\", \"host_port\": $port2, \"container_port\": 9090}],
+      \"mounts\": [{\"destination\": \"$SRV\", \"type\": \"bind\", \"source\": \"$SRV\"}]}"
+    check "API create as mcp answers 201" \
+        test "$(as_mcp curl -s -o /dev/null -w '%{http_code}' --unix-socket "$sock" \
+            -H 'Content-Type: application/json' -d "$spec" http://d/v4.0.0/libpod/containers/create)" = 201
+    check "API start answers 204" \
+        test "$(as_mcp curl -s -o /dev/null -w '%{http_code}' -X POST --unix-socket "$sock" \
+            http://d/v4.0.0/libpod/containers/api-web/start)" = 204
+    check "\$PORT reaches the image's command" eventually 10 http_is "http://127.0.0.1:$port2/" "hello from mcp-test 2.0"
+    check "stop-service" "$RL_SH" stop-service "$A"
+    check "the container serves without the service" http_is "http://127.0.0.1:$port2/" "hello from mcp-test 2.0"
+    check "start-service" "$RL_SH" start-service "$A"
+    t0=$(date +%s%N)
+    pr stop -t 10 api-web >/dev/null 2>&1
+    ms=$(ms_since "$t0")
+    check "stop of an --init container takes under 3 s ($ms ms)" test "$ms" -lt 3000
+    check "a second rootless environment is refused while one runs" \
+        bash -c "! '$RL_SH' start '$B' 2>/dev/null"
+
+    pr run -d --name other-user --user 1000:1000 --init localhost/mcp-test:1.0 sleep 600 >/dev/null 2>&1
+    kill -9 "$(cat "$A/podman.pid")" $(pgrep -u 850 -x podman) 2>/dev/null
+    t0=$(date +%s%N)
+    check "rootless stop after kill -9 of the service" "$RL_SH" stop "$A"
+    echo "#   rootless stop took $(ms_since "$t0") ms"
+    check "its directory is gone" test ! -e "$A"
+    check "no process of mcp or its containers is left" \
+        test -z "$(ps -eo uid=,pid=,stat=,args= | awk '$3 !~ /Z/ && ($1 == 850 || ($1 >= 100000 && $1 < 165536))')"
+    check "the socket is gone" test ! -e "$sock"
+    check "its port is closed" bash -c "! curl -s --max-time 2 http://127.0.0.1:$port2/"
+    check "/srv/<service> survived" grep -qx from-host "$SRV/in.txt"
+}
+
+if [ "$MODE" = rootless ]; then
+    rootless_selftest
+    echo "podman-env: $pass passed, $fail failed"
+    [ "$fail" -eq 0 ]
+    exit
+fi
 
 echo "# podman-env selftest: A=$A B=$B"
 
