@@ -351,45 +351,53 @@ static int watch_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* In a protected call (require, a metatable or memory may raise): spawns
+ * mcp.agent.on_change(paths) as a task. Returns whether there was one. */
+static int watch_deliver(lua_State *L)
+{
+    struct watch *w = lua_touserdata(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "mcp.agent");
+    lua_call(L, 1, 1);
+    if (lua_istable(L, -1))
+        lua_getfield(L, -1, "on_change");
+    else
+        lua_pushnil(L);
+    if (!lua_isfunction(L, -1)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_createtable(L, (int)w->npending, 0);
+    for (size_t i = 0; i < w->npending; i++) {
+        lua_pushstring(L, w->pending[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    w->running = task_spawn(&w->agent->rt, L, 1, "agent.on_change", NULL, watch_task_done,
+                            w->agent);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* Delivers the pending changes: mcp.agent.on_change(sorted paths), as a task. */
 static void watch_flush(struct watch *w)
 {
     lua_State *L = w->agent->rt.L;
     if (!w->npending || w->running || w->closing)
         return;
-    if (!L) {
+    if (!L || !lua_checkstack(L, 8)) {
         watch_clear_pending(w);
-        return;
-    }
-    int top = lua_gettop(L);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "mcp.agent");
-    if (runtime_pcall(L, 1, 1, "watch: require mcp.agent") != 0) {
-        log_warn("watch: %zu change(s) not delivered", w->npending);
-        watch_clear_pending(w);
-        lua_settop(L, top);
-        return;
-    }
-    if (lua_istable(L, -1))
-        lua_getfield(L, -1, "on_change");
-    else
-        lua_pushnil(L);
-    if (!lua_isfunction(L, -1)) {
-        log_debug("watch: %zu change(s), but mcp.agent has no on_change", w->npending);
-        watch_clear_pending(w);
-        lua_settop(L, top);
         return;
     }
     qsort(w->pending, w->npending, sizeof *w->pending, watch_cmp);
-    lua_createtable(L, (int)w->npending, 0);
-    for (size_t i = 0; i < w->npending; i++) {
-        lua_pushstring(L, w->pending[i]);
-        lua_rawseti(L, -2, (int)i + 1);
-    }
     log_debug("watch: %zu change(s), first %s", w->npending, w->pending[0]);
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, watch_deliver);
+    lua_pushlightuserdata(L, w);
+    if (runtime_pcall(L, 1, 1, "watch: mcp.agent.on_change") != 0)
+        log_warn("watch: %zu change(s) not delivered", w->npending);
+    else if (!lua_toboolean(L, -1))
+        log_debug("watch: mcp.agent has no on_change; %zu change(s) dropped", w->npending);
     watch_clear_pending(w);
-    w->running = task_spawn(&w->agent->rt, L, 1, "agent.on_change", NULL, watch_task_done,
-                            w->agent);
     lua_settop(L, top);
 }
 

@@ -171,13 +171,15 @@ registry.migrations = {
   },
 }
 
--- registry.schema_version(db) -> the version the file is at (0: empty).
+-- registry.schema_version(db) -> the version the file is at (0: empty), or
+-- nil, err.
 function registry.schema_version(db)
   need_db("schema_version", db)
-  if not db:row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'") then
-    return 0
-  end
-  local r = db:row("SELECT value FROM meta WHERE key = 'schema_version'")
+  local r, err = db:row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+  if err then return nil, err end
+  if not r then return 0 end
+  r, err = db:row("SELECT value FROM meta WHERE key = 'schema_version'")
+  if err then return nil, err end
   return r and tonumber(r.value) or 0
 end
 
@@ -187,7 +189,9 @@ end
 function registry.migrate(db, migrations)
   need_db("migrate", db)
   migrations = migrations or registry.migrations
-  local have, want = registry.schema_version(db), #migrations
+  local have, err = registry.schema_version(db)
+  if not have then return nil, err end
+  local want = #migrations
   if have > want then
     return nil, string.format("registry %s: schema version %d is newer than this agent "
       .. "knows (%d): run a newer mcp-agent, or restore a backup", db:path(), have, want)
@@ -231,10 +235,15 @@ end
 function registry.check(db)
   need_db("check", db)
   local problems = {}
-  for _, r in ipairs(db:query("PRAGMA integrity_check")) do
+  local integrity, err = db:query("PRAGMA integrity_check")
+  if not integrity then return nil, err end
+  for _, r in ipairs(integrity) do
     if r.integrity_check ~= "ok" then problems[#problems + 1] = r.integrity_check end
   end
-  for _, r in ipairs(db:query("PRAGMA foreign_key_check")) do
+  local fks
+  fks, err = db:query("PRAGMA foreign_key_check")
+  if not fks then return nil, err end
+  for _, r in ipairs(fks) do
     problems[#problems + 1] = string.format("%s row %s: no row in %s", r.table,
       tostring(r.rowid), r.parent)
   end
@@ -252,7 +261,8 @@ end
 function registry.meta_get(db, key)
   need_db("meta_get", db)
   need("meta_get", 2, "key", key, "string")
-  local r = db:row("SELECT value FROM meta WHERE key = ?", key)
+  local r, err = db:row("SELECT value FROM meta WHERE key = ?", key)
+  if err then return nil, err end
   return r and r.value
 end
 
@@ -327,17 +337,18 @@ end
 function registry.service_get(db, name)
   need_db("service_get", db)
   need("service_get", 2, "name", name, "string")
-  return service_row(db:row("SELECT * FROM services WHERE name = ?", name))
+  local r, err = db:row("SELECT * FROM services WHERE name = ?", name)
+  if err then return nil, err end
+  return service_row(r)
 end
 
 -- registry.service_list(db) -> { service, ... } by name.
 function registry.service_list(db)
   need_db("service_list", db)
-  local out = {}
-  for i, r in ipairs(db:query("SELECT * FROM services ORDER BY name")) do
-    out[i] = service_row(r)
-  end
-  return out
+  local rows, err = db:query("SELECT * FROM services ORDER BY name")
+  if not rows then return nil, err end
+  for i, r in ipairs(rows) do rows[i] = service_row(r) end
+  return rows
 end
 
 -- registry.service_set_active(db, name, active) -> true, or nil, err.
@@ -461,7 +472,8 @@ function registry.revision_get(db, service, id)
   need_db("revision_get", db)
   need("revision_get", 2, "service", service, "string")
   need("revision_get", 3, "id", id, "string")
-  local r = db:row("SELECT * FROM revisions WHERE service = ? AND id = ?", service, id)
+  local r, err = db:row("SELECT * FROM revisions WHERE service = ? AND id = ?", service, id)
+  if err then return nil, err end
   return revision_row(r, r and current_of(db, service))
 end
 
@@ -471,8 +483,9 @@ function registry.revision_current(db, service)
   need("revision_current", 2, "service", service, "string")
   local cur = current_of(db, service)
   if not cur then return nil end
-  return revision_row(db:row("SELECT * FROM revisions WHERE service = ? AND id = ?",
-    service, cur), cur)
+  local r, err = db:row("SELECT * FROM revisions WHERE service = ? AND id = ?", service, cur)
+  if err then return nil, err end
+  return revision_row(r, cur)
 end
 
 -- registry.revision_list(db, service [, limit]) -> { revision, ... }, newest first.
@@ -481,12 +494,11 @@ function registry.revision_list(db, service, limit)
   need("revision_list", 2, "service", service, "string")
   if limit ~= nil then need("revision_list", 3, "limit", limit, "number") end
   local cur = current_of(db, service)
-  local out = {}
-  for i, r in ipairs(db:query("SELECT * FROM revisions WHERE service = ? "
-      .. "ORDER BY seq DESC LIMIT ?", service, limit or -1)) do
-    out[i] = revision_row(r, cur)
-  end
-  return out
+  local rows, err = db:query("SELECT * FROM revisions WHERE service = ? ORDER BY seq DESC "
+    .. "LIMIT ?", service, limit or -1)
+  if not rows then return nil, err end
+  for i, r in ipairs(rows) do rows[i] = revision_row(r, cur) end
+  return rows
 end
 
 -- registry.revision_set_spec(db, service, id, spec) -> true, or nil, err.
@@ -645,7 +657,8 @@ function registry.events(db, opts)
     sql = "SELECT * FROM (SELECT * FROM events" .. cond .. " ORDER BY id DESC LIMIT ?) "
       .. "ORDER BY id"
   end
-  local rows = db:query(sql, unpack(args))
+  local rows, err = db:query(sql, unpack(args))
+  if not rows then return nil, err end
   for _, r in ipairs(rows) do r.data = decode(r.data) end
   return rows
 end
@@ -747,14 +760,17 @@ function registry.token_create(db, name)
   end)
 end
 
--- registry.token_verify(db, token) -> the token's name, or nil. Every
--- stored hash is compared in constant time, whatever matches.
+-- registry.token_verify(db, token) -> the token's name, or nil; nil, err
+-- when the database failed. Every stored hash is compared in constant time,
+-- whatever matches.
 function registry.token_verify(db, token)
   need_db("token_verify", db)
   if type(token) ~= "string" then return nil end
   local hash = crypto.sha256(token)
+  local rows, err = db:query("SELECT name, sha256, last_used FROM tokens")
+  if not rows then return nil, err end
   local match
-  for _, r in ipairs(db:query("SELECT name, sha256, last_used FROM tokens")) do
+  for _, r in ipairs(rows) do
     if crypto.equal(r.sha256, hash) then match = r end
   end
   if not match then return nil end

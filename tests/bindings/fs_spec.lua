@@ -237,6 +237,23 @@ describe("mcp.fs", function()
         assert.is_nil((mcp.fs.remove(root, "")))
       end)
 
+      it("holds no descriptor after a call, refused or not", function()
+        local function fds()
+          return #mcp.fs.listdir("/proc/self/fd")
+        end
+        local before = fds()
+        for _ = 1, 300 do
+          mcp.fs.read(root, "etc/passwd")
+          mcp.fs.read(root, "nope")
+          mcp.fs.write(root, "out/x", "x")
+          mcp.fs.list(root, "top")
+          mcp.fs.stat(root, "l1/x")
+          mcp.fs.remove(root, "sub")
+          mcp.fs.read(root, "top")
+        end
+        assert.equal(before, fds())
+      end)
+
       it("answers an error naming the root when the root is missing", function()
         local data, err = mcp.fs.read(tmp .. "/nothere", "x")
         assert.is_nil(data)
