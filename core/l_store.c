@@ -76,8 +76,8 @@ static int sql_error(lua_State *L, struct l_db *d, const char *fn, const char *s
     return luaL_error(L, "%s: %s in: %s", fn, msg, excerpt);
 }
 
-static void bind_value(lua_State *L, struct l_db *d, sqlite3_stmt *st, int i, int idx,
-                       const char *fn, const char *sql)
+static void bind_value(lua_State *L, sqlite3_stmt *st, int i, int idx, const char *fn,
+                       const char *sql)
 {
     int rc = SQLITE_OK;
     switch (lua_type(L, idx)) {
@@ -120,13 +120,12 @@ static void bind_value(lua_State *L, struct l_db *d, sqlite3_stmt *st, int i, in
     }
     if (rc != SQLITE_OK)
         luaL_error(L, "%s: parameter %d: %s", fn, i, sqlite3_errstr(rc));
-    (void)d;
 }
 
 /* Prepares sql (argument 2) and binds arguments 3.. to it. Returns the
- * statement, or NULL after pushing the results of sql_error (nil, err).
- * *script is set when sql holds several statements and no parameters came:
- * the caller then runs the rest itself. */
+ * statement, or NULL with *nret results (nil, err) pushed by sql_error.
+ * *tail is set when sql holds more statements, which only a script may
+ * (allow_script, and no parameters): the caller then runs the rest. */
 static sqlite3_stmt *prepare(lua_State *L, struct l_db *d, const char *fn,
                              const char **tail, int allow_script, int *nret)
 {
@@ -160,7 +159,7 @@ static sqlite3_stmt *prepare(lua_State *L, struct l_db *d, const char *fn,
                    want == 1 ? "" : "s", nargs, nargs == 1 ? "" : "s", excerpt);
     }
     for (int i = 1; i <= nargs; i++)
-        bind_value(L, d, st, i, 2 + i, fn, sql);
+        bind_value(L, st, i, 2 + i, fn, sql);
     return st;
 }
 

@@ -572,6 +572,26 @@ describe("mcp.registry", function()
     end)
   end)
 
+  it("answers nil, err when another process holds the write lock too long", function()
+    local impatient = assert(registry.open(path, { busy_timeout = 0.05 }))
+    local results
+    db:tx(function()
+      results = {
+        { registry.service_put(impatient, def("a"), "api", "h") },
+        { registry.meta_set(impatient, "uid", 850) },
+        { registry.token_create(impatient, "ci") },
+      }
+    end)
+    for _, r in ipairs(results) do
+      assert.is_nil(r[1])
+      assert.matches("database is locked", r[2], 1, true)
+    end
+    -- reads go on beside a writer (WAL)
+    db:tx(function() assert.same({}, registry.service_list(impatient)) end)
+    assert.equal("created", registry.service_put(impatient, def("a"), "api", "h"))
+    impatient:close()
+  end)
+
   it("passes SQLite's integrity check after a day's worth of work", function()
     for i = 1, 30 do
       local name = "s" .. i

@@ -284,6 +284,22 @@ describe("mcp.store", function()
       assert.is_true(mcp.run(function() mcp.sleep(0.001); return db:tx(function() end) end))
     end)
 
+    it("rolls back when the task runs out of its budget inside it", function()
+      local function runaway()
+        db:tx(function()
+          db:exec("INSERT INTO t VALUES (1)")
+          pcall(function() while true do end end)   -- a budget cannot be caught
+          while true do end
+        end)
+      end
+      jit.off(runaway, true)    -- the count hook does not fire in compiled code
+      local ok, err = pcall(mcp.run, { instructions = 1e5 }, runaway)
+      assert.is_false(ok)
+      assert.matches("instruction budget of 100000 exceeded", err, 1, true)
+      assert.equal(0, count())
+      assert.is_true(db:tx(function() end))
+    end)
+
     it("answers nil, err when another process holds the write lock", function()
       local other = assert(mcp.store.open(dir .. "/test.db", { busy_timeout = 0.05 }))
       db:tx(function()

@@ -48,7 +48,7 @@ agent_env.write_file = write_file
 local function run(cmd)
   local errf = os.tmpname()
   local p = assert(io.popen("unset LD_PRELOAD; ( " .. cmd .. " ) 2>" .. q(errf)
-    .. "; echo; echo \"__rc=$?\""))
+    .. "; rc=$?; echo; echo \"__rc=$rc\""))
   local out = p:read("*a")
   p:close()
   local err = read_file(errf) or ""
