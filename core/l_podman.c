@@ -786,8 +786,9 @@ static json_t *conv_protocol(lua_State *L, int idx, const char *path, struct con
     const char *s = v ? json_string_value(v) : NULL;
     if (s && strcmp(s, "tcp") && strcmp(s, "udp") && strcmp(s, "sctp") &&
         strcmp(s, "tcp,udp") && strcmp(s, "udp,tcp")) {
+        conv_fail(cv, path, "expected \"tcp\", \"udp\" or \"sctp\", got \"%s\"", s);
         json_decref(v);
-        return conv_fail(cv, path, "expected \"tcp\", \"udp\" or \"sctp\", got \"%s\"", s);
+        return NULL;
     }
     return v;
 }
@@ -864,9 +865,10 @@ static json_t *conv_restart(lua_State *L, int idx, const char *path, struct conv
     const char *s = v ? json_string_value(v) : NULL;
     if (s && strcmp(s, "no") && strcmp(s, "always") && strcmp(s, "on-failure") &&
         strcmp(s, "unless-stopped")) {
+        conv_fail(cv, path, "expected \"no\", \"always\", \"on-failure\" or "
+                            "\"unless-stopped\", got \"%s\"", s);
         json_decref(v);
-        return conv_fail(cv, path, "expected \"no\", \"always\", \"on-failure\" or "
-                                   "\"unless-stopped\", got \"%s\"", s);
+        return NULL;
     }
     return v;
 }

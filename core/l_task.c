@@ -43,6 +43,12 @@ static int l_task_spawn(lua_State *L)
     return 1;
 }
 
+static int l_task_noop(lua_State *L)
+{
+    (void)L;
+    return 0;
+}
+
 /* mcp.run([opts,] fn, ...) -> fn's results: runs fn as a task and drives the
  * loop until it ends. Only outside tasks: in tests and in the CLI. */
 static int l_task_run(lua_State *L)
@@ -58,8 +64,14 @@ static int l_task_run(lua_State *L)
     struct task *t = task_spawn(rt, L, nargs, name, &lim, NULL, NULL);
     if (!t)
         return luaL_error(L, "mcp.run: out of memory");
-    if (task_run_until_done(rt, t, L) != 0)
+    if (task_run_until_done(rt, t, L) != 0) {
+        /* LuaJIT 2.1.0-beta3 (upstream issue #1066): raising from a C function
+         * that resumed a coroutine can leave g->cur_L on that coroutine and
+         * crash at the next trace exit. A call from L puts it back first. */
+        lua_pushcfunction(L, l_task_noop);
+        lua_call(L, 0, 0);
         return lua_error(L);
+    }
     return lua_gettop(L) - base;
 }
 

@@ -193,6 +193,7 @@ int runtime_pcall(lua_State *L, int nargs, int nresults, const char *what)
 }
 
 static void runq_kick(uv_idle_t *h);
+static void remember_yield_safe(lua_State *L);
 
 static int runtime_setup(struct runtime *rt, struct agent *a, lua_State *L)
 {
@@ -207,6 +208,7 @@ static int runtime_setup(struct runtime *rt, struct agent *a, lua_State *L)
     uv_unref((uv_handle_t *)&rt->runq_idle);
     rt->hook_count = HOOK_GRAIN;
     lua_sethook(L, rt_hook, LUA_MASKCOUNT, HOOK_GRAIN);
+    remember_yield_safe(L);
     return bindings_open(L, a);
 }
 
@@ -405,12 +407,58 @@ struct task *task_current(lua_State *L)
     return t && t->co == L ? t : NULL;
 }
 
+static char yield_safe_key;
+
+/* Records the C functions a task may wait inside: LuaJIT resumes across
+ * pcall and xpcall, but not across other C functions (table.sort calling a
+ * comparator, string.gsub calling a replacement, ...). */
+static void remember_yield_safe(lua_State *L)
+{
+    lua_pushlightuserdata(L, &yield_safe_key);
+    lua_newtable(L);
+    static const char *const names[] = { "pcall", "xpcall", NULL };
+    for (int i = 0; names[i]; i++) {
+        lua_getglobal(L, names[i]);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+    }
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* Could a binding called from L yield now? Every C frame between it and the
+ * task's bottom must be one LuaJIT can resume across. Checked before the
+ * binding starts its operation, so that a wait that cannot happen never
+ * leaves an operation behind that would resume the task later. */
+static int can_yield(lua_State *L)
+{
+    lua_Debug ar;
+    int ok = 1;
+    lua_pushlightuserdata(L, &yield_safe_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    int safe = lua_gettop(L);
+    for (int level = 1; ok && lua_getstack(L, level, &ar); level++) {
+        if (!lua_getinfo(L, "Sf", &ar))
+            break;
+        if (ar.what && strcmp(ar.what, "C") == 0) {
+            lua_rawget(L, safe);        /* safe[function] */
+            ok = lua_toboolean(L, -1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, safe - 1);
+    return ok;
+}
+
 struct task *task_check(lua_State *L, const char *name)
 {
     struct task *t = task_current(L);
     if (!t)
         luaL_error(L, "%s: can only wait inside a task (not in a coroutine of its own, "
                       "a metamethod or at load time)", name);
+    if (!can_yield(L))
+        luaL_error(L, "%s: cannot wait here: a C function (such as table.sort or "
+                      "string.gsub) is calling this code, and a task cannot wait across it",
+                   name);
     return t;
 }
 

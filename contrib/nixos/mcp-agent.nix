@@ -41,7 +41,7 @@ let
 in
 {
   options.services.mcp-agent = {
-    enable = lib.mkEnableOption "mcp-agent, the MCP node agent (services as rootless Podman containers)";
+    enable = lib.mkEnableOption "mcp-agent, the MCP node agent";
 
     package = lib.mkOption {
       type = lib.types.nullOr lib.types.package;

@@ -442,7 +442,8 @@ local function try_write(mcp, dir)
 end
 
 local function gather_registry(mcp, cfg, base)
-  local path = cfg.agent.data_dir .. "/mcp.db"
+  local registry = require("mcp.registry")
+  local path = cfg.agent.data_dir .. "/" .. registry.FILE
   local f = { registry = path, config = cfg.path }
   for k, v in pairs(base) do f[k] = v end
   local reg = { registry = path }
@@ -460,7 +461,6 @@ local function gather_registry(mcp, cfg, base)
     f.read_err = oerr
     return f, reg
   end
-  local registry = require("mcp.registry")
   local ok, value = pcall(registry.meta_get, db, "uid")
   if not ok then
     f.read_err = tostring(value)

@@ -6,10 +6,15 @@
 -- policy, running asks Podman whether the container runs. None blocks the
 -- loop; each has its timeout.
 --
+-- A probe answers true (passed), false (failed) or nil (could not tell:
+-- Podman, which runs exec checks, did not answer). An inconclusive probe
+-- counts neither way, so losing Podman for a while does not make healthy
+-- containers unhealthy.
+--
 -- The state machine is pure: starting -> healthy after `successes` passes
 -- in a row; healthy or starting -> unhealthy after `failures` misses in a
--- row (misses inside start_period do not count); unhealthy -> healthy again
--- after `successes` passes.
+-- row (misses inside start_period do not count while the container has not
+-- yet been healthy); unhealthy -> healthy again after `successes` passes.
 local mcp = require("mcp.core")
 local definition = require("mcp.definition")
 
@@ -41,7 +46,8 @@ local function check_context(target, port)
 end
 
 -- Runs one probe. target = {service, component, container, def, comp, ports,
--- policy}. Returns ok (boolean), detail (string) and the time it took in ms.
+-- policy}. Returns ok (true, false, or nil when it could not tell), detail
+-- (string) and the time it took in ms.
 function health.probe(target)
   local comp = target.comp
   local hc = comp.health
@@ -74,10 +80,13 @@ function health.probe(target)
         or err
     end
   elseif kind == "exec" then
-    local r, err = mcp.podman.exec(target.container, { cmd = hc.command,
+    local r, err, status = mcp.podman.exec(target.container, { cmd = hc.command,
       timeout = hc.timeout })
     if not r then
       detail = err
+      if status == nil and not mcp.podman.ping() then
+        ok, detail = nil, "Podman does not answer: " .. tostring(err)
+      end
     else
       ok = r.exit_code == 0
       detail = ok and "exit 0" or string.format("exit %d: %s", r.exit_code,
@@ -100,9 +109,12 @@ function health.probe(target)
       end
     end
   else -- running
-    local info, err = mcp.podman.inspect(target.container)
+    local info, err, status = mcp.podman.inspect(target.container)
     if not info then
       detail = err
+      if status == nil and not mcp.podman.ping() then
+        ok, detail = nil, "Podman does not answer: " .. tostring(err)
+      end
     else
       ok = info.State and info.State.Running == true
       detail = info.State and info.State.Status or "?"
@@ -113,21 +125,33 @@ end
 
 -- A fresh health state for a container started at `now`.
 function health.new_state(now)
-  return { state = "starting", since = now, started = now, passes = 0, misses = 0 }
+  return { state = "starting", since = now, started = now, passes = 0, misses = 0,
+    checks = 0, was_healthy = false }
 end
 
--- Feeds one probe result into st; returns the new state name and whether it
--- changed. Pure.
+-- Feeds one probe result (true, false, or nil: inconclusive) into st, at
+-- time now (seconds, the clock new_state was given); returns the new state
+-- name and whether it changed. Pure: st is the only thing it touches.
+--   starting  -> healthy    after hc.successes passes in a row (default 1)
+--   starting  -> unhealthy  after hc.failures misses in a row (default 3);
+--                misses within hc.start_period of the start do not count
+--   healthy   -> unhealthy  after hc.failures misses in a row, start_period
+--                or not: it is for slow starters, not for a service that
+--                has already served
+--   unhealthy -> healthy    after hc.successes passes in a row
 function health.step(st, hc, ok, now)
   local before = st.state
+  if ok == nil then return st.state, false end
+  st.checks = (st.checks or 0) + 1
   if ok then
     st.passes, st.misses = st.passes + 1, 0
     if st.state ~= "healthy" and st.passes >= (hc.successes or 1) then
       st.state = "healthy"
+      st.was_healthy = true
     end
   else
     st.passes = 0
-    if now - st.started >= (hc.start_period or 0) or st.state == "healthy" then
+    if st.was_healthy or now - st.started >= (hc.start_period or 0) then
       st.misses = st.misses + 1
     end
     if st.state ~= "unhealthy" and st.misses >= (hc.failures or 3) then

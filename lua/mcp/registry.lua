@@ -465,6 +465,32 @@ function registry.revision_set_status(db, service, id, status, err)
   end)
 end
 
+-- registry.revision_set_spec(db, service, id, spec) -> true, or nil, err.
+-- Completes the spec of a revision still "deploying": a deploy records its
+-- definition first and the ports once they are assigned, before any
+-- container starts, so a recovery always knows what was meant to run. A
+-- finished revision's spec is history and stays as it was.
+function registry.revision_set_spec(db, service, id, spec)
+  need_db("revision_set_spec", db)
+  need("revision_set_spec", 2, "service", service, "string")
+  need("revision_set_spec", 3, "id", id, "string")
+  need("revision_set_spec", 4, "spec", spec, "table")
+  local text = encode(spec)
+  return db:tx(function()
+    local r = db:row("SELECT status FROM revisions WHERE service = ? AND id = ?", service, id)
+    if not r then
+      return nil, string.format("revision_set_spec: service %q has no revision %q",
+        service, id)
+    end
+    if r.status ~= "deploying" then
+      return nil, string.format("revision_set_spec: revision %s of %q is %s: only a "
+        .. "revision still deploying may change", id, service, r.status)
+    end
+    db:exec("UPDATE revisions SET spec = ? WHERE service = ? AND id = ?", text, service, id)
+    return true
+  end)
+end
+
 -- registry.revision_get(db, service, id) -> revision, or nil:
 -- { id, seq, service, spec = table, status, error, created, finished,
 --   current = bool }.
@@ -499,24 +525,6 @@ function registry.revision_list(db, service, limit)
   if not rows then return nil, err end
   for i, r in ipairs(rows) do rows[i] = revision_row(r, cur) end
   return rows
-end
-
--- registry.revision_set_spec(db, service, id, spec) -> true, or nil, err.
--- Replaces a revision's spec: a deploy records its definition first and
--- completes the spec with the ports once they are assigned, before any
--- container starts, so a recovery always knows what was meant to run.
-function registry.revision_set_spec(db, service, id, spec)
-  need_db("revision_set_spec", db)
-  need("revision_set_spec", 2, "service", service, "string")
-  need("revision_set_spec", 3, "id", id, "string")
-  need("revision_set_spec", 4, "spec", spec, "table")
-  local n, err = db:exec("UPDATE revisions SET spec = ? WHERE service = ? AND id = ?",
-    encode(spec), service, id)
-  if not n then return nil, err end
-  if n == 0 then
-    return nil, string.format("revision_set_spec: service %q has no revision %q", service, id)
-  end
-  return true
 end
 
 ----------------------------------------------------------------------------

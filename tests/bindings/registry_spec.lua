@@ -197,6 +197,21 @@ describe("mcp.registry", function()
       assert.same(spec, registry.revision_get(db, "mcq", id).spec)
     end)
 
+    it("completes the spec of a revision while it deploys, and only then", function()
+      local id = registry.revision_new(db, "mcq", { definition = def("mcq") })
+      assert.is_true(registry.revision_set_spec(db, "mcq", id,
+        { definition = def("mcq"), ports = { mcq = { default = 10000 } } }))
+      assert.same({ mcq = { default = 10000 } }, registry.revision_get(db, "mcq", id).spec.ports)
+      registry.revision_set_status(db, "mcq", id, "deployed")
+      local ok, err = registry.revision_set_spec(db, "mcq", id, {})
+      assert.is_nil(ok)
+      assert.equal('revision_set_spec: revision r1 of "mcq" is deployed: only a revision '
+        .. "still deploying may change", err)
+      ok, err = registry.revision_set_spec(db, "mcq", "r7", {})
+      assert.is_nil(ok)
+      assert.equal('revision_set_spec: service "mcq" has no revision "r7"', err)
+    end)
+
     it("makes a deployed revision current and supersedes the one before", function()
       local r1 = registry.revision_new(db, "mcq", {})
       assert.is_true(registry.revision_set_status(db, "mcq", r1, "deployed"))

@@ -89,7 +89,8 @@ assert rendered() == {"agent": {"data_dir": "/srv/mcp"},
                       "api": {"listen": ["127.0.0.1:9444"]}}, rendered()'
 
 check "listen and settings go into the rendered config" \
-    '{ enable = true; listen = [ "0.0.0.0:9444" ]; settings = { agent.node = "rift"; log.level = "debug"; }; }' '
+    '{ enable = true; listen = [ "0.0.0.0:9444" ];
+       settings = { agent.node = "rift"; log.level = "debug"; }; }' '
 assert rendered() == {"agent": {"data_dir": "/srv/mcp", "node": "rift"},
                       "api": {"listen": ["0.0.0.0:9444"]}, "log": {"level": "debug"}}, rendered()'
 

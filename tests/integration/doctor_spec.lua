@@ -75,12 +75,18 @@ describe("mcp-agent doctor, run on a host", function()
     lib = T .. "/lib"
     sh(("mkdir -p %s && cp %s %s/mcp-agent && cp -r %s/lua %s/policies %s/ && chmod -R a+rX %s")
       :format(q(lib), q(AGENT), q(lib), q(ROOT), q(ROOT), q(lib), q(lib)))
-    user = "mcpdoc" .. T:match("(%w+)$"):lower():gsub("[^a-z0-9]", "")
-    user = user:sub(1, 20)
+    -- Users a killed run left behind: their comment names their directory,
+    -- which is gone. A run still going keeps its directory, and its user.
+    for l in io.lines("/etc/passwd") do
+      local name, dir = l:match("^(mcpdoc[%w]*):[^:]*:%d+:%d+:mcp%-agent doctor test ([^:]+):")
+      if name and select(2, run("test -e " .. q(dir))) ~= 0 then run("userdel " .. q(name)) end
+    end
+    user = ("mcpdoc" .. T:match("(%w+)$"):lower():gsub("[^a-z0-9]", "")):sub(1, 20)
     local ok
     for _ = 1, 5 do   -- useradd gives up when another process holds /etc/passwd's lock
       local _, code = run(("useradd --system --no-create-home --home-dir /nonexistent "
-        .. "--shell /usr/sbin/nologin --user-group %s"):format(q(user)))
+        .. "--shell /usr/sbin/nologin --user-group --comment %s %s")
+        :format(q("mcp-agent doctor test " .. T), q(user)))
       if code == 0 then ok = true break end
       run("sleep 0.5")
     end
