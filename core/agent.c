@@ -129,6 +129,46 @@ int agent_setup(struct agent *a, struct config *cfg, uv_loop_t *loop)
     return 0;
 }
 
+int agent_run_lua(struct config *cfg, const char *who, const char *module, const char *fn,
+                  int argc, char **argv)
+{
+    struct agent agent, *a = &agent;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    signal(SIGPIPE, SIG_IGN);
+    int rc = 1;
+    if (agent_setup(a, cfg, &loop) != 0 || subsystems_open_client(a) != 0)
+        goto out;
+    lua_State *L = a->rt.L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    if (runtime_pcall(L, 1, 1, who) != 0)
+        goto out;
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1)) {
+        log_error("%s: %s.%s is missing", who, module, fn);
+        goto out;
+    }
+    for (int i = 0; i < argc; i++)
+        lua_pushstring(L, argv[i]);
+    int base = lua_gettop(L) - argc - 1;
+    struct task *t = task_spawn(&a->rt, L, argc, who, NULL, NULL, NULL);
+    if (task_run_until_done(&a->rt, t, L) != 0) {
+        fprintf(stderr, "%s: %s\n", who, lua_tostring(L, -1));
+        goto out;
+    }
+    rc = lua_gettop(L) > base && lua_isnumber(L, base + 1) ? (int)lua_tointeger(L, base + 1)
+                                                           : 0;
+out:
+    subsystems_close(a);
+    runtime_close(&a->rt);
+    uv_walk(&loop, close_walk, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return rc;
+}
+
 int agent_server(struct config *cfg)
 {
     struct agent agent, *a = &agent;

@@ -53,6 +53,11 @@ void agent_stop(struct agent *a, int exit_code);
 int agent_setup(struct agent *a, struct config *cfg, uv_loop_t *loop);
 /* `mcp-agent server`: runs until stopped; returns the exit code. */
 int agent_server(struct config *cfg);
+/* Runs require(module)[fn](argv...) as one task in a runtime without
+ * servers (curl only) and returns the exit code it returns (0 when it
+ * returns no number, 1 when it fails). For `mcp` and `mcp-agent COMMAND`. */
+int agent_run_lua(struct config *cfg, const char *who, const char *module, const char *fn,
+                  int argc, char **argv);
 /* Runs mcp.agent.FN(arg) as a task. Returns 0 when it was started. */
 int agent_call_lua(struct agent *a, const char *fn, const char *arg);
 

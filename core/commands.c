@@ -59,50 +59,12 @@ struct config *command_load_config(const struct command *c, int argc, char **arg
     return cfg;
 }
 
-static void close_walk(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 int command_run_lua(const struct command *c, struct config *cfg, const char *fn,
                     int argc, char **argv)
 {
-    struct agent agent, *a = &agent;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    int rc = 1;
-    if (agent_setup(a, cfg, &loop) != 0)
-        goto out;
-    lua_State *L = a->rt.L;
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "mcp.commands");
-    if (runtime_pcall(L, 1, 1, "require mcp.commands") != 0)
-        goto out;
-    lua_getfield(L, -1, fn);
-    lua_remove(L, -2);
-    if (!lua_isfunction(L, -1)) {
-        log_error("mcp.commands.%s is missing", fn);
-        goto out;
-    }
-    for (int i = 0; i < argc; i++)
-        lua_pushstring(L, argv[i]);
-    int base = lua_gettop(L) - argc - 1;
-    struct task *t = task_spawn(&a->rt, L, argc, c->name, NULL, NULL, NULL);
-    if (task_run_until_done(&a->rt, t, L) != 0) {
-        fprintf(stderr, "mcp-agent %s: %s\n", c->name, lua_tostring(L, -1));
-        goto out;
-    }
-    rc = lua_gettop(L) > base && lua_isnumber(L, base + 1) ? (int)lua_tointeger(L, base + 1)
-                                                           : 0;
-out:
-    subsystems_close(a);
-    runtime_close(&a->rt);
-    uv_walk(&loop, close_walk, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    return rc;
+    char who[64];
+    snprintf(who, sizeof who, "mcp-agent %s", c->name);
+    return agent_run_lua(cfg, who, "mcp.commands", fn, argc, argv);
 }
 
 int cmd_check_config(const struct command *c, int argc, char **argv)

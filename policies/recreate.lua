@@ -6,6 +6,8 @@
 -- must not run twice). Use `rolling` when the gap matters.
 local recreate = {}
 
+recreate.health_timeout = "60s"
+
 function recreate.deploy(ctx)
   local ok, err = ctx:stop(ctx.old)
   if not ok then return ctx:fail("could not stop the old revision: " .. err) end
@@ -17,9 +19,13 @@ function recreate.deploy(ctx)
 
   -- The old revision is gone, so there is nothing to roll back to: wait for
   -- health to report it, not to decide.
-  ok, err = ctx:wait_healthy(new, { timeout = "60s" })
+  ok, err = ctx:wait_healthy(new, { timeout = recreate.health_timeout })
   if not ok then return ctx:fail("new revision never became healthy: " .. err) end
-  ctx:switch_routes(new)
+
+  -- The new revision serves either way; a proxy that could not be told is
+  -- reported (a routes_failed event) and fixed by the next switch.
+  ok, err = ctx:switch_routes(new)
+  if not ok then ctx:log("routes not switched: %s", err) end
 end
 
 return recreate

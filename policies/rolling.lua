@@ -4,8 +4,8 @@
 -- The new revision starts on ports of its own while the old one keeps
 -- serving. Only once every new container passes its health check are the
 -- routes switched to it; then the old revision drains and goes. If the new
--- revision never gets healthy it is removed and the old one never stopped
--- serving: an automatic rollback.
+-- revision never gets healthy, or the proxy cannot be switched to it, it is
+-- removed and the old one never stopped serving: an automatic rollback.
 local rolling = {}
 
 -- How long the new revision may take to become healthy, and how long the
@@ -24,7 +24,12 @@ function rolling.deploy(ctx)
     return ctx:fail("new revision never became healthy: " .. err)
   end
 
-  ctx:switch_routes(new)                   -- the route provider points at the new ports
+  ok, err = ctx:switch_routes(new)         -- the route provider points at the new ports
+  if not ok then
+    ctx:switch_routes(ctx.old)             -- whatever was half done goes back
+    ctx:remove(new)
+    return ctx:fail("could not switch the routes to the new revision: " .. err)
+  end
   ctx:stop(ctx.old, { drain = rolling.drain })
   ctx:remove(ctx.old)
 end

@@ -23,6 +23,7 @@ local api = {}
 api.modules = {
   "mcp.api.base",
   "mcp.api.services",
+  "mcp.api.monitor",
 }
 
 -- Request latency buckets (seconds) of mcp_api_request_duration_seconds.

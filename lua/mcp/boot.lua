@@ -4,10 +4,16 @@
 -- after Podman lost its state, every service the registry says should run is
 -- brought back: the recover operation, without an operator. Order: the
 -- [[boot.sequence]] stages of the agent config first, each waiting for its
--- services to be healthy up to its timeout (a blocking stage that fails
--- stops the later stages; a non-blocking one is logged and passed), then
--- everything else in depends_on order. Starting twice changes nothing the
--- second time: a service whose containers run is left alone.
+-- services to be healthy up to its timeout, then everything else in
+-- depends_on order. A blocking stage (the default) that fails stops the
+-- later stages and the rest: their services are held down, reported in
+-- /v1/status and by a boot_stage_failed event, until an operator starts,
+-- restarts or deploys them; a non-blocking one is logged and passed.
+-- Starting twice changes nothing the second time: a service whose
+-- containers run is left alone.
+--
+-- Until boot is done, the monitor watches but leaves repairs to it, so the
+-- order holds; when it is done, the monitor re-lists at once.
 local mcp = require("mcp.core")
 local events = require("mcp.events")
 local ops = require("mcp.ops")
@@ -15,11 +21,13 @@ local registry = require("mcp.registry")
 
 local boot = {}
 
--- Services whose components are not all running.
-local function needing(names)
+local function monitor() return require("mcp.monitor") end
+
+-- Services (of names) whose components are not all running, or nil, err.
+function boot.needing(names)
   local need = {}
-  local list = mcp.podman.list({ all = true, filters = { label = { "mcp.managed=true" } } })
-  if not list then return nil end
+  local list, err = mcp.podman.list({ all = true, filters = { label = { "mcp.managed=true" } } })
+  if not list then return nil, err end
   local running = {}
   for _, c in ipairs(list) do
     local l = c.Labels or {}
@@ -47,38 +55,84 @@ local function wait_podman(limit)
   return false
 end
 
-function boot.run()
+local function sorted_keys(set)
+  local out = {}
+  for k in pairs(set) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+-- Recovers the services of `only` (a set) and waits up to timeout for them
+-- to be healthy. Returns true, or false and why.
+local function bring_up(only, timeout)
+  local r, err = ops.recover({ only = only })
+  if not r then return false, tostring(err) end
+  for _, s in ipairs(r.services or {}) do
+    if not s.ok then return false, string.format("%s: %s", s.service, tostring(s.error)) end
+  end
+  if timeout then return boot.wait_healthy(only, timeout) end
+  return true
+end
+
+local function hold(services, why)
+  local held = monitor().state().held
+  for _, name in ipairs(services) do held[name] = why end
+end
+
+local function run(st)
   if not wait_podman(120) then
     mcp.log.error("boot: Podman did not answer within 120 s; the monitor keeps trying")
     return
   end
   local names = {}
-  for _, svc in ipairs(registry.service_list(mcp.state.db)) do
+  for _, svc in ipairs(registry.service_list(mcp.state.db) or {}) do
     if svc.active then names[#names + 1] = svc.name end
   end
-  local need = needing(names)
-  if not need or next(need) == nil then
+  local need, err = boot.needing(names)
+  if not need then
+    mcp.log.error("boot: cannot list containers: %s; the monitor keeps trying", tostring(err))
+    return
+  end
+  if next(need) == nil then
     mcp.log.info("boot: every deployed service runs")
     return
   end
+  events.emit({ kind = "boot", message = "bringing back " .. table.concat(sorted_keys(need),
+    ", "), data = { services = sorted_keys(need) } })
   local done = {}
-  for i, stage in ipairs(mcp.config.boot.sequence or {}) do
+  local stages = mcp.config.boot and mcp.config.boot.sequence or {}
+  for i, stage in ipairs(stages) do
     local only = {}
     for _, s in ipairs(stage.services) do
-      if need[s] then only[s] = true end
+      if need[s] and not done[s] then only[s] = true end
       done[s] = true
     end
     if next(only) then
-      mcp.log.info("boot: stage %d (%s)", i, stage.name)
-      local r = ops.recover({ only = only })
-      local ok = r ~= nil
-      for _, s in ipairs(r and r.services or {}) do ok = ok and s.ok end
-      if ok then ok = boot.wait_healthy(only, stage.timeout) end
-      if not ok then
+      st.stage = stage.name
+      mcp.log.info("boot: stage %d (%s): %s", i, stage.name,
+        table.concat(sorted_keys(only), ", "))
+      local ok, why = bring_up(only, stage.timeout)
+      if ok then
+        events.emit({ kind = "boot_stage", message = string.format("stage %s is up: %s",
+          stage.name, table.concat(sorted_keys(only), ", ")),
+          data = { stage = stage.name, services = sorted_keys(only) } })
+      else
+        local later = {}
+        for name in pairs(need) do
+          if not done[name] then later[#later + 1] = name end
+        end
+        table.sort(later)
         events.emit({ kind = "boot_stage_failed", message = string.format(
-          "stage %s did not come up within %gs%s", stage.name, stage.timeout,
-          stage.blocking and "; later stages are not started" or "") })
-        if stage.blocking then return end
+          "stage %s did not come up within %gs (%s)%s", stage.name, stage.timeout,
+          tostring(why), stage.blocking and (#later > 0 and "; held down until an operator "
+            .. "starts them: " .. table.concat(later, ", ") or "") or "; not blocking: going on"),
+          data = { stage = stage.name, blocking = stage.blocking, reason = tostring(why),
+            held = mcp.json.array(stage.blocking and later or {}) } })
+        if stage.blocking then
+          st.failed_stage = stage.name
+          hold(later, string.format("boot stage %s failed: %s", stage.name, tostring(why)))
+          return
+        end
       end
     end
   end
@@ -86,25 +140,48 @@ function boot.run()
   for name in pairs(need) do
     if not done[name] then rest[name] = true end
   end
-  if next(rest) then ops.recover({ only = rest }) end
+  if next(rest) then
+    st.stage = "rest"
+    bring_up(rest, nil)
+  end
 end
 
--- Waits until every running container of the given services is healthy.
+-- Runs once, in a task of its own, when the agent starts. Whatever happens,
+-- it ends with boot.state "done", so the monitor takes over.
+function boot.run()
+  local st = monitor().state().boot
+  st.state, st.started = "running", mcp.now()
+  local ok, err = pcall(run, st)
+  if not ok then mcp.log.error("boot: %s", tostring(err)) end
+  st.state, st.finished = "done", mcp.now()
+  local rok, rerr = pcall(monitor().relist)
+  if not rok then mcp.log.error("relist after boot: %s", tostring(rerr)) end
+end
+
+-- Waits until every component of the given services is healthy (the
+-- monitor's health loop probes them). Returns true, or false and why.
 function boot.wait_healthy(only, timeout)
   local deadline = mcp.timer.monotime() + timeout
-  while mcp.timer.monotime() < deadline do
+  local definition = require("mcp.definition")
+  local why
+  while true do
     local all = true
     for name in pairs(only) do
       local rev = registry.revision_current(mcp.state.db, name)
-      for _, comp in ipairs(rev.spec.definition.components) do
-        local h = (mcp.state.health or {})[name .. "-" .. comp.name]
-        if not h or h.state ~= "healthy" then all = false end
+      for _, comp in ipairs(rev and rev.spec.definition.components or {}) do
+        local cname = definition.container_name(name, comp.name)
+        local h = monitor().state().health[cname]
+        if not h or h.state ~= "healthy" then
+          all = false
+          why = string.format("%s is %s%s", cname, h and h.state or "not checked yet",
+            h and h.detail and (": " .. h.detail) or "")
+        end
       end
     end
     if all then return true end
-    mcp.sleep(0.5)
+    if mcp.timer.monotime() >= deadline then return false, why end
+    mcp.sleep(0.25)
   end
-  return false
 end
 
 return boot

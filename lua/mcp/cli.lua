@@ -568,7 +568,8 @@ function commands.render(cfg, args, o)
 end
 
 -- Parses the global options, then runs the command. Returns the exit code.
-function cli.main(argv)
+function cli.main(...)
+  local argv = type((...)) == "table" and (...) or { ... }
   local o, args = {}, {}
   local i = 1
   while argv[i] do

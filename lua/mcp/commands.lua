@@ -4,8 +4,23 @@ local mcp = require("mcp.core")
 
 local commands = {}
 
+-- `mcp-agent check-config`: the config (already loaded by C), then every
+-- policy, route provider and service definition, loaded exactly as the
+-- server's reload would. Every problem is printed; exit 1 if any.
 function commands.check_config()
-  print(string.format("%s: ok", mcp.config.path))
+  local gen, errors = require("mcp.reload").build()
+  if not gen then
+    for _, e in ipairs(errors) do io.stderr:write(e, "\n") end
+    io.stderr:write(string.format("%s: %d problem%s\n", mcp.config.path, #errors,
+      #errors == 1 and "" or "s"))
+    return 1
+  end
+  local ndefs, npol = 0, 0
+  for _ in pairs(gen.definitions) do ndefs = ndefs + 1 end
+  for _ in pairs(gen.policies) do npol = npol + 1 end
+  print(string.format("%s: ok (%d service definition%s, %d polic%s, %d files)",
+    mcp.config.path, ndefs, ndefs == 1 and "" or "s", npol, npol == 1 and "y" or "ies",
+    gen.files))
   return 0
 end
 

@@ -179,19 +179,32 @@ function Ctx:wait_healthy(set, opts)
   return false, err
 end
 
--- Tells the route provider that the routes now go to set's ports.
+-- Tells the route provider that the routes now go to set's ports. Returns
+-- true, or nil and why: a policy that is about to stop the old revision
+-- must not do so when the proxy still sends traffic there.
 function Ctx:switch_routes(set)
   self.progress({ step = "switch_routes" })
-  local ok, err = routes.switch(self.def, set.ports, self.old.ports)
-  if not ok then return nil, err end
-  self.switched = true
+  local def = set == self.old and self.old.def or self.def
+  local ok, err = routes.switch(def, set.ports, set == self.old and self.def or self.old.def)
+  if not ok then
+    events.emit({ kind = "routes_failed", service = self.service,
+      message = string.format("switching routes to revision %s: %s",
+        tostring(set.revision), tostring(err)) })
+    return nil, err
+  end
+  self.switched = set ~= self.old
   return true
 end
 
--- Stops a set's containers, after an optional drain period.
+-- Stops a set's containers, after an optional drain period (skipped when
+-- nothing of the set runs: a first deploy has nothing to drain).
 function Ctx:stop(set, opts)
   opts = opts or {}
-  if opts.drain then mcp.sleep(mcp.timer.parse(opts.drain)) end
+  local running = false
+  for _, c in ipairs(set.containers) do
+    if c.exists and c.running ~= false then running = true end
+  end
+  if opts.drain and running then mcp.sleep(mcp.timer.parse(opts.drain)) end
   for _, c in ipairs(set.containers) do
     if c.exists and c.running ~= false then
       self.progress({ step = "stop", container = c.name })
@@ -226,7 +239,8 @@ end
 -- The old revision, as it runs now: its containers and its ports.
 local function old_set(service, containers, current)
   local set = { containers = {}, revision = current and current.id,
-    ports = current and current.spec and current.spec.ports or {} }
+    ports = current and current.spec and current.spec.ports or {},
+    def = current and current.spec and current.spec.definition }
   for _, c in ipairs(containers) do
     local comp = current and current.spec and current.spec.definition
       and definition.component(current.spec.definition, c.component)
@@ -276,6 +290,16 @@ local function unlock(service)
 end
 deploy.lock, deploy.unlock = lock, unlock
 
+-- True while a live task holds the service's lock.
+function deploy.busy(service)
+  local held = mcp.state.locks[service]
+  if not held then return false end
+  for _, t in ipairs(mcp.task.list()) do
+    if t.id == held.task then return true end
+  end
+  return false
+end
+
 -- Deploys def through its policy. opts.progress(event) sees each step.
 -- Returns {service, revision, status, containers} or nil, err, code.
 function deploy.run(def, opts)
@@ -320,7 +344,13 @@ function deploy.run(def, opts)
     unlock(def.name)
     return nil, failed, "failed", rev
   end
-  if not ctx.switched and ctx.new then routes.switch(def, ctx.new.ports, ctx.old.ports) end
+  if not ctx.switched and ctx.new then
+    local rok, rerr = routes.switch(def, ctx.new.ports, ctx.old.def)
+    if not rok then
+      events.emit({ kind = "routes_failed", service = def.name,
+        message = string.format("switching routes to revision %s: %s", rev, tostring(rerr)) })
+    end
+  end
   canonical_names(ctx)
   registry.revision_set_status(db(), def.name, rev, "deployed")
   registry.service_set_active(db(), def.name, true)

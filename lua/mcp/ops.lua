@@ -153,8 +153,92 @@ function ops.undeploy(name, opts)
   end)
 end
 
--- Takes containers named <name>-<component> under management: they are
--- recorded as the service's current revision, as Podman describes them.
+-- Variables Podman or the image put in every container: not the operator's.
+local IMPLICIT_ENV = { PATH = true, TERM = true, container = true, HOME = true,
+  HOSTNAME = true }
+
+-- The host ports a container publishes: container port -> {host_port, public}.
+local function published(info)
+  local out = {}
+  local bindings = (info.HostConfig or {}).PortBindings or {}
+  for key, list in pairs(bindings) do
+    local cport, proto = key:match("^(%d+)/(%a+)$")
+    local b = type(list) == "table" and list[1]
+    if cport and proto == "tcp" and b and tonumber(b.HostPort) then
+      out[tonumber(cport)] = { host_port = tonumber(b.HostPort),
+        public = b.HostIp == nil or b.HostIp == "" or b.HostIp == "0.0.0.0" }
+    end
+  end
+  return out
+end
+
+-- A component as Podman describes a container that no definition describes:
+-- what `adopt` records when the service has no definition here.
+local function describe(comp_name, info)
+  local cfg = info.Config or {}
+  local env = {}
+  for _, e in ipairs(cfg.Env or {}) do
+    local k = e:match("^([^=]+)=")
+    if k and not IMPLICIT_ENV[k] and k ~= "PORT" and not k:match("^PORT_") then
+      env[#env + 1] = e
+    end
+  end
+  local volumes = {}
+  for _, m in ipairs(info.Mounts or {}) do
+    if m.Type == "bind" then
+      volumes[#volumes + 1] = m.Source .. ":" .. m.Destination .. (m.RW == false and ":ro" or "")
+    end
+  end
+  local routes_of = {}
+  local ports = {}
+  for cport in pairs(published(info)) do ports[#ports + 1] = cport end
+  table.sort(ports)
+  for _, cport in ipairs(ports) do
+    local p = published(info)[cport]
+    routes_of[#routes_of + 1] = { port = cport, public = p.public,
+      name = #ports > 1 and ("p" .. cport) or nil }
+  end
+  local entry = type(cfg.Entrypoint) == "table" and #cfg.Entrypoint > 0 and cfg.Entrypoint
+    or nil
+  local mode = (info.HostConfig or {}).NetworkMode
+  return { name = comp_name, image = info.ImageName or cfg.Image,
+    cmd = type(cfg.Cmd) == "table" and cfg.Cmd or nil, entrypoint = entry, env = env,
+    volumes = volumes, routes = routes_of,
+    user = (cfg.User and cfg.User ~= "") and cfg.User or nil,
+    init = (info.HostConfig or {}).Init == true,
+    network = (mode == "host" or mode == "none") and mode or nil }
+end
+
+-- Replaces a container made by hand with one the agent made from spec: the
+-- same name, its labels, the host ports it had. Podman cannot add labels to
+-- a container, so this is a restart. On failure the original comes back.
+local function relabel(cname, spec, stop_timeout)
+  local aside = cname .. "-adopting"
+  local ok, err = mcp.podman.rename(cname, aside)
+  if not ok then return nil, "rename " .. cname .. ": " .. tostring(err) end
+  local function undo(why)
+    mcp.podman.remove(cname, { force = true })
+    mcp.podman.rename(aside, cname)
+    mcp.podman.start(cname)
+    return nil, why
+  end
+  ok, err = mcp.podman.stop(aside, { timeout = stop_timeout })
+  if not ok then return undo("stop " .. cname .. ": " .. tostring(err)) end
+  ok, err = mcp.podman.create(spec)
+  if not ok then return undo("create " .. cname .. ": " .. tostring(err)) end
+  ok, err = mcp.podman.start(cname)
+  if not ok then return undo("start " .. cname .. ": " .. tostring(err)) end
+  mcp.podman.remove(aside, { force = true })
+  return true
+end
+
+-- Takes the containers named <name>-<component> under management. The
+-- service's definition says what they are (without one, what Podman reports
+-- of them: image, cmd, env, bind mounts, published ports); each keeps the
+-- host ports it publishes. A container without the agent's labels is
+-- recreated once with them (Podman cannot relabel a container), so the
+-- monitor, `mcp ps` and every operation see it; its data in bind mounts is
+-- untouched. The registry then records them as the current revision.
 function ops.adopt(name)
   if not definition.valid_name(name) then
     return nil, string.format("%q is not a valid service name", name), "invalid"
@@ -162,48 +246,119 @@ function ops.adopt(name)
   local list, err = mcp.podman.list({ all = true })
   if not list then return nil, err, "unavailable" end
   local found = {}
+  local pattern = "^" .. name:gsub("%-", "%%-") .. "%-([a-z0-9][a-z0-9-]*)$"
   for _, c in ipairs(list) do
     local cname = (c.Names or {})[1] or ""
-    local comp = cname:match("^" .. name:gsub("%-", "%%-") .. "%-([a-z0-9][a-z0-9-]*)$")
-    if comp then found[#found + 1] = { name = cname, component = comp, c = c } end
+    local comp = cname:match(pattern)
+    if comp and not cname:match("%-adopting$") then
+      found[#found + 1] = { name = cname, component = comp, c = c }
+    end
   end
   if #found == 0 then
     return nil, string.format("no container named %s-* exists", name), "not_found"
   end
+  table.sort(found, function(a, b) return a.name < b.name end)
+  for _, f in ipairs(found) do
+    local info, ierr = mcp.podman.inspect(f.name)
+    if not info then return nil, f.name .. ": " .. tostring(ierr), "unavailable" end
+    f.info = info
+    local l = (info.Config or {}).Labels or {}
+    f.managed = l["mcp.managed"] == "true" and l["mcp.service"] == name
+      and l["mcp.component"] == f.component
+  end
   local gen = mcp.state.gen
   local def = gen and gen.definitions[name]
-  local ports = {}
-  if not def then
-    -- No definition: describe what runs, so recover can bring it back.
-    local comps = {}
+  if def then
+    local unknown = {}
     for _, f in ipairs(found) do
-      local info = mcp.podman.inspect(f.name) or {}
-      local cfg = info.Config or {}
-      comps[#comps + 1] = { name = f.component, image = cfg.Image or f.c.Image,
-        cmd = cfg.Cmd, env = cfg.Env, volumes = {}, routes = {} }
+      if not definition.component(def, f.component) then unknown[#unknown + 1] = f.name end
     end
+    if #unknown > 0 then
+      return nil, string.format("%s: the definition of %s (%s) has no component for %s",
+        name, name, tostring(gen.sources[name]), table.concat(unknown, ", ")), "invalid"
+    end
+  else
+    local comps = {}
+    for _, f in ipairs(found) do comps[#comps + 1] = describe(f.component, f.info) end
     local d, errs = definition.validate({ name = name, components = comps },
       "adopt " .. name, { node = mcp.config.agent.node,
         allowed_volume_roots = mcp.config.agent.volume_roots })
-    if not d then return nil, table.concat(errs, "\n"), "invalid" end
+    if not d then
+      return nil, table.concat(errs, "\n") .. "\n(write a definition for " .. name
+        .. " that says what these containers are, then adopt again)", "invalid"
+    end
     def = d
   end
   return locked(name, "adopt", function()
+    local existed = registry.service_get(db(), name)
     registry.service_put(db(), def, "adopt", require("mcp.planner").spec_hash(def))
+    -- Host ports: what each container publishes; a route it does not
+    -- publish gets one from the agent's range.
+    local ports = {}
+    for _, comp in ipairs(def.components) do
+      ports[comp.name] = {}
+      local f
+      for _, x in ipairs(found) do
+        if x.component == comp.name then f = x end
+      end
+      local pub = f and published(f.info) or {}
+      for _, r in ipairs(comp.routes) do
+        local p = pub[r.port]
+        if p then
+          ports[comp.name][r.key] = p.host_port
+        else
+          local port, perr = registry.port_assign(db(), name, comp.name, r.key,
+            function(n) return mcp.net.port_free(n) == true end)
+          if not port then
+            if not existed then registry.service_delete(db(), name) end
+            return nil, perr, "failed"
+          end
+          ports[comp.name][r.key] = port
+        end
+      end
+    end
     local rev = registry.revision_new(db(), name, { definition = def, ports = ports,
       adopted = true })
+    local names, recreated = {}, {}
+    for _, f in ipairs(found) do
+      names[#names + 1] = f.name
+      if not f.managed or f.info.Config.Labels["mcp.revision"] ~= rev then
+        local comp = definition.component(def, f.component)
+        local dok, derr = deploy.ensure_dirs(def, comp)
+        local spec = definition.container_spec(def, comp, { ports = ports, revision = rev })
+        spec.restart_policy = "no"      -- the agent supervises restarts itself
+        local ok, rerr
+        if dok then ok, rerr = relabel(f.name, spec, comp.stop_timeout) else rerr = derr end
+        if not ok then
+          registry.revision_set_status(db(), name, rev, "failed", tostring(rerr))
+          if not existed then registry.service_delete(db(), name) end
+          return nil, string.format("%s: %s (recreated before it: %s)", f.name,
+            tostring(rerr), #recreated > 0 and table.concat(recreated, ", ") or "none"),
+            "failed"
+        end
+        recreated[#recreated + 1] = f.name
+      end
+    end
     registry.revision_set_status(db(), name, rev, "deployed")
     registry.service_set_active(db(), name, true)
-    local names = {}
-    for _, f in ipairs(found) do names[#names + 1] = f.name end
+    require("mcp.monitor").reset(name)
+    local rok, rerr = routes.switch(def, ports, existed and existed.definition)
+    if not rok then
+      events.emit({ kind = "routes_failed", service = name, message = tostring(rerr) })
+    end
     events.emit({ kind = "adopted", service = name,
-      message = "took " .. table.concat(names, ", ") .. " under management" })
-    return { service = name, revision = rev, containers = names }
+      message = string.format("took %s under management as revision %s%s",
+        table.concat(names, ", "), rev, #recreated > 0 and (" (recreated with the agent's "
+        .. "labels: " .. table.concat(recreated, ", ") .. ")") or "") })
+    return { service = name, revision = rev, containers = names,
+      recreated = mcp.json.array(recreated), ports = ports,
+      definition = gen and gen.sources[name] or "described from Podman" }
   end)
 end
 
--- Drops registry entries whose containers are all gone. Refuses services
--- that still run; dry_run says what it would do.
+-- Drops registry entries whose containers are all gone, with their ports
+-- and routes. Refuses services that still have a container (running or
+-- not): those are listed under `kept`. dry_run says what it would do.
 function ops.purge(opts)
   opts = opts or {}
   local list, err = mcp.podman.list({ all = true, filters = { label = { "mcp.managed=true" } } })
@@ -216,52 +371,106 @@ function ops.purge(opts)
   local purged, kept = {}, {}
   for _, svc in ipairs(registry.service_list(db())) do
     if (have[svc.name] or 0) > 0 then
-      kept[#kept + 1] = { service = svc.name, reason = "has containers" }
+      kept[#kept + 1] = { service = svc.name, reason = string.format(
+        "has %d container(s): undeploy it to remove them", have[svc.name]) }
+    elseif deploy.busy(svc.name) then
+      kept[#kept + 1] = { service = svc.name, reason = "an operation is in progress" }
     else
       purged[#purged + 1] = svc.name
       if not opts.dry_run then
+        local rev = registry.revision_current(db(), svc.name)
+        if rev and rev.spec and rev.spec.definition then
+          local ok, rerr = routes.remove(rev.spec.definition)
+          if not ok then
+            events.emit({ kind = "routes_failed", service = svc.name, message = tostring(rerr) })
+          end
+        end
         registry.service_delete(db(), svc.name)
+        require("mcp.monitor").reset(svc.name)
         events.emit({ kind = "purged", service = svc.name,
           message = "registry entry dropped: no container left" })
       end
     end
   end
-  return { purged = purged, kept = kept, dry_run = opts.dry_run and true or false }
+  return { purged = mcp.json.array(purged), kept = mcp.json.array(kept),
+    dry_run = opts.dry_run and true or false }
+end
+
+-- Health-check targets of a revision's containers, as deploy waits on them.
+local function targets(name, def, ports)
+  local gen = mcp.state.gen
+  local live = gen and gen.definitions[name]
+  local out = {}
+  for _, comp in ipairs(def.components) do
+    -- A lua check's function does not survive the registry's JSON.
+    if comp.health.kind == "lua" and live then comp = definition.component(live, comp.name)
+      or comp end
+    out[#out + 1] = { service = name, component = comp.name,
+      container = definition.container_name(name, comp.name), def = def, comp = comp,
+      ports = (ports or {})[comp.name], policy = gen and gen.policies[def.policy] }
+  end
+  return out
 end
 
 -- Recreates every service the registry says should run, in depends_on
 -- order, from its recorded revision: what an operator did by hand after
--- Podman lost its containers.
+-- Podman lost its containers. A service that others depend on must pass its
+-- health check (opts.health_timeout, 60 s by default) before they start.
 function ops.recover(opts)
   opts = opts or {}
   local progress = opts.progress or function() end
-  local defs = {}
+  local defs, revs = {}, {}
   for _, svc in ipairs(registry.service_list(db())) do
     if svc.active then
       local rev = registry.revision_current(db(), svc.name)
-      if rev and rev.spec and rev.spec.definition then defs[svc.name] = rev.spec.definition end
+      if rev and rev.spec and rev.spec.definition then
+        defs[svc.name], revs[svc.name] = rev.spec.definition, rev
+      end
     end
   end
   local order, err = definition.topo_order(defs, { complete = false })
   if not order then return nil, err, "invalid" end
-  local results = {}
+  local needed = {}
+  for _, d in pairs(defs) do
+    for _, dep in ipairs(d.depends_on or {}) do needed[dep] = true end
+  end
+  local timeout = opts.health_timeout or 60
+  local results, ran = {}, {}
   for _, name in ipairs(order) do
     if not opts.only or opts.only[name] then
+      ran[#ran + 1] = name
       progress({ step = "recover", service = name })
-      local r = { service = name, components = {} }
-      for _, comp in ipairs(defs[name].components) do
-        local ok, cerr = ops.restore_component(name, comp.name)
-        r.components[#r.components + 1] = { component = comp.name, ok = ok and true or false,
-          error = not ok and tostring(cerr) or nil }
-        if not ok then r.error = cerr end
+      local r = { service = name, revision = revs[name].id, components = {} }
+      local ok, lerr = deploy.lock(name, "recover")
+      if not ok then
+        r.error = lerr
+      else
+        local pok, perr = pcall(function()
+          for _, comp in ipairs(defs[name].components) do
+            local cok, cerr = ops.restore_component(name, comp.name)
+            r.components[#r.components + 1] = { component = comp.name,
+              ok = cok and true or false, error = not cok and tostring(cerr) or nil }
+            if not cok then r.error = tostring(cerr) end
+          end
+        end)
+        deploy.unlock(name)
+        if not pok then r.error = tostring(perr) end
+      end
+      if not r.error and needed[name] then
+        progress({ step = "wait_healthy", service = name, timeout = timeout })
+        local hok, herr = require("mcp.health").wait(targets(name, defs[name],
+          revs[name].spec.ports), timeout)
+        r.healthy = hok
+        if not hok then r.error = "not healthy, its dependents start anyway: " .. tostring(herr) end
       end
       r.ok = r.error == nil
       results[#results + 1] = r
       events.emit({ kind = r.ok and "recovered" or "recover_failed", service = name,
-        message = r.ok and "containers recreated from the registry" or tostring(r.error) })
+        message = r.ok and ("containers recreated from revision " .. r.revision)
+          or tostring(r.error) })
     end
   end
-  return { services = results, order = order }
+  return { services = mcp.json.array(results), order = mcp.json.array(ran) }
 end
 
 local function uptime(started_at)

@@ -23,6 +23,26 @@ local function provider()
   return p
 end
 
+-- The configuration test that goes with a reload command: `nginx ... -s
+-- reload` becomes `nginx ... -t -q`; nil for a command of another form.
+function routes.test_argv(argv)
+  local out, found = {}, false
+  local i = 1
+  while i <= #argv do
+    if argv[i] == "-s" and argv[i + 1] == "reload" then
+      found = true
+      i = i + 2
+    else
+      out[#out + 1] = argv[i]
+      i = i + 1
+    end
+  end
+  if not found or not (out[1] or ""):match("nginx$") then return nil end
+  out[#out + 1] = "-t"
+  out[#out + 1] = "-q"
+  return out
+end
+
 -- The capabilities a provider gets; confined to its directory and command.
 function routes.host()
   local cfg = mcp.config.routes
@@ -40,15 +60,29 @@ function routes.host()
     end,
     remove = function(file)
       check(file)
-      return mcp.fs.remove(cfg.nginx_dir, file)
+      return mcp.fs.remove(cfg.nginx_dir, file, { missing_ok = true })
     end,
     reload = function()
       local argv = {}
       for w in cfg.nginx_reload:gmatch("%S+") do argv[#argv + 1] = w end
+      -- `nginx -s reload` only signals the master, which then reads the new
+      -- files on its own: a broken file would be logged there and the old
+      -- configuration kept, while the deploy went on as if switched. So
+      -- the same command with -t instead of -s reload checks them first.
+      local test = routes.test_argv(argv)
+      if test then
+        local r, err = mcp.exec.run({ cmd = test, timeout = 10 })
+        if not r then return nil, err end
+        if r.exit_code ~= 0 then
+          return nil, string.format("%s: exit %s: %s", table.concat(test, " "),
+            tostring(r.exit_code), (r.stderr or ""):gsub("%s+$", ""))
+        end
+      end
       local r, err = mcp.exec.run({ cmd = argv, timeout = 10 })
       if not r then return nil, err end
       if r.exit_code ~= 0 then
-        return nil, string.format("%s: exit %d: %s", cfg.nginx_reload, r.exit_code, r.stderr)
+        return nil, string.format("%s: exit %s: %s", cfg.nginx_reload, tostring(r.exit_code),
+          (r.stderr or ""):gsub("%s+$", ""))
       end
       return true
     end,
@@ -61,22 +95,40 @@ local function each_route(def, fn)
   end
 end
 
+local function route_of(def, comp, r, port)
+  return { service = def.name, component = comp.name, route = r.key, hostname = r.hostname,
+    mode = r.mode, port = port, public = r.public }
+end
+
 -- Points every route of def at the ports in `ports` (component -> route key
--- -> host port). Returns true or nil, err.
-function routes.switch(def, ports)
+-- -> host port), takes away the routes of `previous` (the definition the
+-- routes were last switched for) that def no longer has, and commits once.
+-- def may be nil: then every route of previous goes (a first deploy rolled
+-- back). Returns true or nil, err.
+function routes.switch(def, ports, previous)
   local p, err = provider()
   if not p then return err == nil, err end
   local host = routes.host()
   local failure
-  each_route(def, function(comp, r)
-    local port = ports[comp.name] and ports[comp.name][r.key]
-    if port and not failure then
-      local ok, rerr = p.route_add(host, { service = def.name, component = comp.name,
-        route = r.key, hostname = r.hostname, mode = r.mode, port = port,
-        public = r.public })
-      if ok == nil and rerr then failure = rerr end
-    end
-  end)
+  local keep = {}
+  if def then
+    each_route(def, function(comp, r)
+      keep[comp.name .. "/" .. r.key] = true
+      local port = ports and ports[comp.name] and ports[comp.name][r.key]
+      if port and not failure then
+        local ok, rerr = p.route_add(host, route_of(def, comp, r, port))
+        if not ok then failure = rerr or "route_add failed" end
+      end
+    end)
+  end
+  if previous and not failure then
+    each_route(previous, function(comp, r)
+      if not keep[comp.name .. "/" .. r.key] and not failure then
+        local ok, rerr = p.route_remove(host, route_of(previous, comp, r, nil))
+        if not ok then failure = rerr or "route_remove failed" end
+      end
+    end)
+  end
   if failure then return nil, failure end
   if p.commit then return p.commit(host) end
   return true
@@ -87,11 +139,16 @@ function routes.remove(def)
   local p, err = provider()
   if not p then return err == nil, err end
   local host = routes.host()
+  local failure
   each_route(def, function(comp, r)
-    p.route_remove(host, { service = def.name, component = comp.name, route = r.key,
-      hostname = r.hostname })
+    local ok, rerr = p.route_remove(host, route_of(def, comp, r, nil))
+    if not ok and not failure then failure = rerr or "route_remove failed" end
   end)
-  if p.commit then return p.commit(host) end
+  if p.commit then
+    local ok, cerr = p.commit(host)
+    if not ok then return nil, cerr end
+  end
+  if failure then return nil, failure end
   return true
 end
 

@@ -41,7 +41,9 @@ function nginx.route_add(host, r)
     lines[#lines + 1] = "    }"
     lines[#lines + 1] = "}"
   end
-  if not r.hostname then return true end
+  -- Without a hostname there is nothing to tell the route's requests apart
+  -- by: no server block (and none left from a revision that had one).
+  if not r.hostname then return host.remove(file_of(r)) end
   server(tostring(mcp.config.routes.nginx_http_port), r.hostname)
   return host.write(file_of(r), table.concat(lines, "\n") .. "\n")
 end
