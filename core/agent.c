@@ -94,8 +94,20 @@ int agent_call_lua(struct agent *a, const char *fn, const char *arg)
         lua_pushstring(L, arg);
         nargs = 1;
     }
-    /* Through a task, so that what it calls may wait. */
-    struct task *t = task_spawn(&a->rt, L, nargs, name, NULL, NULL, NULL);
+    /* Through a task, so that what it calls may wait. A reload runs operator
+     * code (policies, definitions), so it gets the [lua] limits of such code:
+     * a policy that loops at load time cannot hang the agent. start and stop
+     * stay unlimited: they start the daemons and wait for work in flight. */
+    struct task_limits lim = { 0 };
+    const struct task_limits *limits = NULL;
+    if (a->config && (strcmp(fn, "reload") == 0 || strcmp(fn, "on_change") == 0)) {
+        lim.instructions = a->config->task_instructions > 0
+                               ? (uint64_t)a->config->task_instructions : 0;
+        lim.timeout = a->config->task_timeout;
+        lim.memory = (size_t)a->config->task_memory;
+        limits = &lim;
+    }
+    struct task *t = task_spawn(&a->rt, L, nargs, name, limits, NULL, NULL);
     lua_settop(L, top);
     return t ? 0 : -1;
 }

@@ -76,6 +76,46 @@ int cmd_check_config(const struct command *c, int argc, char **argv)
     return rc;
 }
 
+/* `mcp-agent render SERVICE --config FILE`: SERVICE may come before or
+ * after the options; the rest is command_load_config's. */
+int cmd_render(const struct command *c, int argc, char **argv)
+{
+    const char *service = NULL;
+    char **cfg_argv = calloc((size_t)argc + 1, sizeof *cfg_argv);
+    if (!cfg_argv)
+        return 1;
+    int n = 0;
+    cfg_argv[n++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) {
+            cfg_argv[n++] = argv[i];
+            if (i + 1 < argc)
+                cfg_argv[n++] = argv[++i];
+        } else if (a[0] == '-' || service) {
+            cfg_argv[n++] = argv[i];    /* --help, --config=F, or an error to report */
+        } else {
+            service = a;
+        }
+    }
+    int rest;
+    struct config *cfg = command_load_config(c, n, cfg_argv, &rest);
+    if (rest < n || !service) {
+        if (rest < n)
+            fprintf(stderr, "mcp-agent render: unexpected argument \"%s\"\n", cfg_argv[rest]);
+        else
+            fprintf(stderr, "mcp-agent render: which service?\n");
+        config_free(cfg);
+        free(cfg_argv);
+        return command_help(c, stderr, 2);
+    }
+    char *args[] = { (char *)service };
+    int rc = command_run_lua(c, cfg, "render", 1, args);
+    config_free(cfg);
+    free(cfg_argv);
+    return rc;
+}
+
 /* `mcp-agent token create|list|revoke --config FILE [--name NAME]`: the
  * action and --name may come anywhere; the rest is command_load_config's. */
 int cmd_token(const struct command *c, int argc, char **argv)

@@ -27,6 +27,7 @@ int command_run_lua(const struct command *c, struct config *cfg, const char *fn,
 
 int cmd_check_config(const struct command *c, int argc, char **argv);
 int cmd_doctor(const struct command *c, int argc, char **argv);
+int cmd_render(const struct command *c, int argc, char **argv);
 /* `mcp-agent console`: core/console_client.c. */
 int cmd_console(const struct command *c, int argc, char **argv);
 int cmd_token(const struct command *c, int argc, char **argv);

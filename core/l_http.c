@@ -41,8 +41,8 @@ struct hopts {
     size_t max_body;
 };
 
-/* Reads opts at idx (url may come from url_idx), raising on bad ones. Leaves
- * the table's strings anchored by it. */
+/* Reads the option table at idx, raising on bad options; its strings stay
+ * anchored by the table. o->json_body is allocated last: the caller frees it. */
 static void read_opts(lua_State *L, int idx, const char *fn, const char *method,
                       struct hopts *o)
 {

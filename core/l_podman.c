@@ -322,6 +322,8 @@ struct op {
     /* K_PULL */
     lua_State *cbL;             /* thread holding on_progress at index 1 */
     int cb_ref;
+    int in_cb;                  /* on_progress runs now: a cancel only marks */
+    int cancelled;
     json_t *pull_result;
     char *pull_error;
 
@@ -355,6 +357,11 @@ static void op_cancel(void *ud)
 {
     struct op *op = ud;
     podman_call_cancel(op->call);
+    op->call = NULL;
+    if (op->in_cb) {
+        op->cancelled = 1;      /* on_progress cancelled its own task: freed after it */
+        return;
+    }
     op_free(op);
 }
 
@@ -491,7 +498,7 @@ static int op_start(lua_State *L, struct op *op, const char *method, const char 
     op->timeout = timeout;
     op->call = podman_call(op->p, method, path, body, timeout, mode, h ? h : &op_handlers, op);
     if (!op->call) {
-        int n = push_error(L, op->what, 0, "cannot start a request (out of memory?)");
+        int n = push_error(L, op->what, 0, "cannot start a request (shutting down?)");
         op_free(op);
         return n;
     }
@@ -751,9 +758,10 @@ static json_t *conv_table_list(lua_State *L, int idx, const char *path, struct c
 
 /* Sets key of obj from field name of the table at idx through conv; absent
  * fields are skipped. Returns 0 or -1. */
+typedef json_t *(*conv_fn)(lua_State *, int, const char *, struct conv *);
+
 static int conv_field(lua_State *L, int idx, const char *name, const char *path, json_t *obj,
-                      const char *key, json_t *(*fn)(lua_State *, int, const char *, struct conv *),
-                      struct conv *cv)
+                      const char *key, conv_fn fn, struct conv *cv)
 {
     char sub[300];
     lua_getfield(L, idx, name);
@@ -1934,7 +1942,15 @@ static int pull_line(void *ud, const char *line, size_t len)
         lua_State *C = op->cbL;
         lua_pushvalue(C, 1);
         json_push(C, v);
-        if (runtime_pcall(C, 1, 1, "mcp.podman.images.pull: on_progress") != 0) {
+        op->in_cb = 1;
+        int failed = runtime_pcall(C, 1, 1, "mcp.podman.images.pull: on_progress");
+        op->in_cb = 0;
+        if (op->cancelled) {
+            json_decref(v);
+            op_free(op);
+            return 1;
+        }
+        if (failed) {
             const char *msg = lua_tostring(C, -1);
             if (!op->pull_error) {
                 char buf[600];
@@ -2421,11 +2437,11 @@ static int l_events_subscribe(lua_State *L)
     s->timer = timer_new(a, s);
     if (!s->items || !s->timer)
         return luaL_error(L, "%s: out of memory", fn);
-    int up = 0;
-    s->sub = podman_events_subscribe(p, sub_event, s, &up);
+    enum podman_ev_state state;
+    s->sub = podman_events_subscribe(p, sub_event, s, &state);
     if (!s->sub)
         return luaL_error(L, "%s: out of memory", fn);
-    if (up)
+    if (state != PODMAN_EVS_CONNECTING)
         return 1;
     s->opener = t;
     lua_pushvalue(L, -1);

@@ -95,6 +95,16 @@ const struct command commands[] = {
       "Loads the config, every service definition and every policy it names, as the\n"
       "server would, and reports each problem with its file and line. Exit 0 when\n"
       "everything is valid, 1 otherwise." },
+    { "render", "SERVICE --config FILE", "print the podman run lines of a service",
+      cmd_render,
+      "Prints one `podman run` line per component of SERVICE, as an operator would\n"
+      "type them to bring it back by hand (no agent needed): the revision the registry\n"
+      "records as deployed, with its host ports and labels; for a service never deployed,\n"
+      "its definition on free ports the agent would pick (not recorded). --restart is\n"
+      "the definition's (the agent itself creates with --restart no and restarts\n"
+      "containers on its own). Bind-mount sources such as /srv/SERVICE must exist.\n"
+      "Notes go to stderr, so `mcp-agent render ... | sh` runs the lines. Exit 1 when\n"
+      "SERVICE is unknown or the definitions do not load." },
     { "token", "create|list|revoke --config FILE [--name NAME]",
       "manage the API's bearer tokens", cmd_token,
       "create --name NAME prints a new token once on stdout (only its SHA-256 is\n"

@@ -531,7 +531,7 @@ static void ev_stop(struct podman *p)
 }
 
 struct podman_sub *podman_events_subscribe(struct podman *p, podman_event_fn fn, void *ud,
-                                           int *connected)
+                                           enum podman_ev_state *state)
 {
     struct podman_sub *s = calloc(1, sizeof *s);
     if (!s)
@@ -547,9 +547,12 @@ struct podman_sub *podman_events_subscribe(struct podman *p, podman_event_fn fn,
         p->subs->prev = s;
     p->subs = s;
     p->nsubs++;
-    *connected = p->ev_connected;
     if (!p->ev_call && !p->ev_waiting)
         ev_start(p);
+    *state = p->ev_connected ? PODMAN_EVS_UP
+             : p->ev_call ? PODMAN_EVS_CONNECTING : PODMAN_EVS_DOWN;
+    if (*state == PODMAN_EVS_DOWN)
+        s->primed = 1;          /* ev_start could not even begin: it retries */
     return s;
 }
 

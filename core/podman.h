@@ -100,12 +100,16 @@ enum podman_ev {
 
 typedef void (*podman_event_fn)(void *ud, enum podman_ev kind, json_t *ev, const char *err);
 
-/* Adds a subscriber, starting the stream if it is the first. *connected
- * tells whether the stream is up now (then no PODMAN_EV_CONNECTED follows).
- * A subscriber made while the stream is waiting to reconnect is told
- * PODMAN_EV_RECONNECTED once it is back. NULL when out of memory. */
+enum podman_ev_state {
+    PODMAN_EVS_CONNECTING,      /* an attempt is in flight: CONNECTED or FAILED follows */
+    PODMAN_EVS_UP,              /* the stream is up: events follow */
+    PODMAN_EVS_DOWN,            /* waiting out a backoff: RECONNECTED once it is back */
+};
+
+/* Adds a subscriber, starting the stream if it is the first; *state says
+ * what the subscriber hears first. NULL when out of memory. */
 struct podman_sub *podman_events_subscribe(struct podman *p, podman_event_fn fn, void *ud,
-                                           int *connected);
+                                           enum podman_ev_state *state);
 /* Removes a subscriber; the last one ends the stream. Safe inside fn. */
 void podman_events_unsubscribe(struct podman_sub *s);
 

@@ -16,7 +16,10 @@ clang libfuzzer-14-dev libclang-rt-14-dev valgrind
 nginx-light wrk hyperfine tmux curl python3
 systemd prometheus nix-bin
 iproute2 procps psmisc
+openssl
 "
+# openssl is listed for the TLS specs of the API, which make a throwaway CA,
+# server and client certificates with openssl(1) (tests/lib/certs.lua).
 # nix-bin is listed for nix-instantiate, which parses and evaluates the NixOS
 # module in tests/c/nixos.sh (about 10 s to install).
 # prometheus is listed for promtool (/usr/bin/promtool ships in that package

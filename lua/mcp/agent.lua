@@ -76,23 +76,39 @@ function agent.start()
   mcp.log.info("agent serving on node %s (generation %d)", cfg.agent.node, mcp.state.gen.id)
 end
 
--- Reloads, then deploys services that asked for it with auto_deploy.
+-- Reloads (mcp.reload: build aside, swap in one step, or keep the running
+-- generation), tells the events, then deploys the services that ask for it
+-- with auto_deploy = true and whose definition changed. Nothing else touches
+-- a container: a changed definition is drift until the operator deploys it.
+-- Returns {generation, previous, files, took_ms}, or nil and the errors.
 function agent.reload(why)
   local prev = mcp.state.gen
   local gen, err = require("mcp.reload").run(why or "reload")
+  local events = require("mcp.events")
   if not gen then
-    require("mcp.events").emit({ kind = "reload_failed", message = err })
+    events.emit({ kind = "reload_failed", message = string.format(
+      "%s; generation %s keeps running:\n%s", why or "reload",
+      prev and prev.id or "none", err) })
     return nil, err
   end
-  require("mcp.events").emit({ kind = "reloaded", message = string.format(
-    "generation %d: %d files, %.1f ms", gen.id, gen.files, gen.took_ms) })
+  events.emit({ kind = "reloaded", message = string.format(
+    "generation %d: %d files, %.1f ms (%s)", gen.id, gen.files, gen.took_ms,
+    why or "reload") })
   local planner = require("mcp.planner")
-  for name, def in pairs(gen.definitions) do
+  local c = mcp.config and mcp.config.lua or {}
+  local names = {}
+  for name in pairs(gen.definitions) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local def = gen.definitions[name]
     local old = prev and prev.definitions and prev.definitions[name]
     if def.auto_deploy and def.active and (not old
         or planner.spec_hash(old) ~= planner.spec_hash(def)) then
-      mcp.spawn({ name = "auto_deploy:" .. name }, function()
-        require("mcp.deploy").run(def, { source = gen.sources[name] })
+      -- A deploy runs the service's policy: with the limits of policy code.
+      mcp.spawn({ name = "auto_deploy:" .. name, timeout = c.task_timeout,
+        instructions = c.task_instructions, memory = c.task_memory }, function()
+        local r, derr = require("mcp.deploy").run(def, { source = gen.sources[name] })
+        if not r then mcp.log.error("auto_deploy of %s failed: %s", name, tostring(derr)) end
       end)
     end
   end
@@ -100,9 +116,12 @@ function agent.reload(why)
     took_ms = gen.took_ms }
 end
 
--- A watched file changed (debounced by the core).
+-- A watched file changed (debounced by the core): the same reload. The
+-- watcher's task has no limits; the reload's load-time code runs in jobs that
+-- do (mcp.reload).
 function agent.on_change(paths)
   local list = type(paths) == "table" and table.concat(paths, ", ") or tostring(paths)
+  if #list > 300 then list = list:sub(1, 300) .. "..." end
   return agent.reload("changed: " .. list)
 end
 

@@ -24,6 +24,8 @@ api.modules = {
   "mcp.api.base",
   "mcp.api.services",
   "mcp.api.monitor",
+  "mcp.api.agent_metrics",
+  "mcp.api.reload",
 }
 
 -- Request latency buckets (seconds) of mcp_api_request_duration_seconds.
@@ -548,19 +550,22 @@ local function finish(req, label, status, body, headers)
   if type(status) ~= "number" then
     mcp.log.error("api %s %s: the handler returned %s instead of a status", req.method,
       label, type(status))
-    return api.error(500, "internal", "the handler of %s %s returned no status", req.method,
-      label)
-  end
-  if headers ~= nil and type(headers) ~= "table" then
-    return api.error(500, "internal", "the handler of %s %s returned headers as a %s",
-      req.method, label, type(headers))
+    status, body, headers = api.error(500, "internal", "the handler of %s %s returned no "
+      .. "status", req.method, label)
+  elseif headers ~= nil and type(headers) ~= "table" then
+    status, body, headers = api.error(500, "internal", "the handler of %s %s returned "
+      .. "headers as a %s", req.method, label, type(headers))
+  elseif body ~= nil and type(body) ~= "string" and type(body) ~= "table" then
+    status, body, headers = api.error(500, "internal", "the handler of %s %s returned a %s "
+      .. "body", req.method, label, type(body))
   end
   if type(body) == "table" then
     local ok, text = pcall(mcp.json.encode, body, { sort = true })
     if not ok then
       mcp.log.error("api %s %s: %s", req.method, label, tostring(text))
-      return api.error(500, "internal", "the response of %s %s is not JSON: %s",
-        req.method, label, tostring(text))
+      status, headers = 500, nil
+      text = mcp.json.encode(select(2, api.error(500, "internal", "the response of %s %s "
+        .. "is not JSON: %s", req.method, label, tostring(text))), { sort = true })
     end
     local h = {}
     local has_type = false
@@ -570,10 +575,6 @@ local function finish(req, label, status, body, headers)
     end
     if not has_type then h["Content-Type"] = "application/json" end
     return status, text .. "\n", h
-  end
-  if body ~= nil and type(body) ~= "string" then
-    return api.error(500, "internal", "the handler of %s %s returned a %s body", req.method,
-      label, type(body))
   end
   return status, body, headers
 end

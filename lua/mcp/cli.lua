@@ -41,6 +41,17 @@ local function usage_error(fmt, ...)
   error(setmetatable({ msg = string.format(fmt, ...) }, Usage), 0)
 end
 
+-- Checks a command's arguments: between min and max of them, none an
+-- option the command does not know.
+local function want(args, min, max, usage)
+  for _, a in ipairs(args) do
+    if a:sub(1, 1) == "-" and a ~= "-" then
+      usage_error("unknown option %q; usage: %s", a, usage)
+    end
+  end
+  if #args < min or #args > max then usage_error("usage: %s", usage) end
+end
+
 local function expand(path)
   if path and path:sub(1, 2) == "~/" then return (os.getenv("HOME") or "") .. path:sub(2) end
   return path
@@ -61,6 +72,7 @@ local function load_config(opts)
   local path = expand(opts.config or "~/.config/mcp/mcp.toml")
   local cfg = { nodes = {}, services_dir = expand("~/.config/mcp/services") }
   local env_url, env_token = os.getenv("MCP_AGENT_URL"), os.getenv("MCP_TOKEN")
+  if env_url == "" then env_url = nil end          -- MCP_AGENT_URL= unsets it
   local text = read_file(path)
   local t = {}
   if text then
@@ -190,6 +202,22 @@ local function definition_file(cfg, service)
   return nil
 end
 
+-- A path inside /srv/SERVICE as a URL path: each segment percent-encoded,
+-- and "." and ".." segments too, so that no HTTP client resolves them away:
+-- the agent sees the path as typed and says what is wrong with it (a
+-- leading "/" goes as %2F for the same reason).
+local function encode_path(path)
+  local out = {}
+  for seg in (path .. "/"):gmatch("([^/]*)/") do
+    out[#out + 1] = seg:gsub("[^%w%-_~]", function(c)
+      if c == "." and seg ~= "." and seg ~= ".." then return c end
+      return string.format("%%%02X", c:byte())
+    end)
+  end
+  return (table.concat(out, "/"):gsub("^/", "%%2F"))
+end
+cli.encode_path = encode_path
+
 local CONTENT_TYPE = { toml = "application/toml", lua = "text/x-lua",
   json = "application/json" }
 
@@ -216,7 +244,8 @@ local function print_step(ev)
     io.write(string.format("deploy %s: revision %s, policy %s\n", ev.service, ev.revision,
       ev.policy))
   elseif ev.step ~= "done" then
-    io.write("  ", ev.step, ev.container and (" " .. ev.container) or "",
+    io.write("  ", ev.step, ev.container and (" " .. ev.container)
+      or (ev.service and (" " .. ev.service)) or "",
       ev.timeout and string.format(" (up to %gs)", ev.timeout) or "", "\n")
   end
   io.flush()
@@ -254,7 +283,8 @@ end
 local commands = {}
 
 function commands.deploy(cfg, args, o)
-  local service = args[1] or usage_error("deploy: which service?")
+  want(args, 1, 1, "mcp deploy SERVICE")
+  local service = args[1]
   local file = definition_file(cfg, service)
   local node = node_of(cfg, service, file)
   if file then
@@ -274,7 +304,8 @@ end
 
 local function simple(verb, method, suffix)
   return function(cfg, args, o)
-    local service = args[1] or usage_error("%s: which service?", verb)
+    want(args, 1, 1, "mcp " .. verb .. " SERVICE")
+    local service = args[1]
     local node = node_of(cfg, service, definition_file(cfg, service))
     local r = must(call(node, method, "/v1/services/" .. service .. (suffix or "")))
     if o.json then return print_json(r) end
@@ -287,7 +318,8 @@ commands.start = simple("start", "POST", "/start")
 commands.restart = simple("restart", "POST", "/restart")
 commands.undeploy = simple("undeploy", "DELETE")
 
-function commands.ps(cfg, _, o)
+function commands.ps(cfg, args, o)
+  want(args, 0, 0, "mcp ps")
   local rows, all, failed = {}, {}, false
   for _, n in ipairs(cfg.nodes) do
     local r, err = call(n, "GET", "/v1/ps")
@@ -311,7 +343,18 @@ function commands.ps(cfg, _, o)
   return failed and 1 or 0
 end
 
+-- The first line of an agent's last reload error, from /v1/status.
+local function reload_problem(st)
+  local e = st.reload and st.reload.error
+  if type(e) ~= "string" then
+    e = type(st.last_reload_error) == "table" and st.last_reload_error.message or nil
+  end
+  if type(e) ~= "string" then return nil end
+  return "reload failed: " .. e:match("^[^\n]*")
+end
+
 function commands.status(cfg, args, o)
+  want(args, 0, 1, "mcp status [SERVICE]")
   if args[1] then
     local node = node_of(cfg, args[1], definition_file(cfg, args[1]))
     local r = must(call(node, "GET", "/v1/services/" .. args[1]))
@@ -319,7 +362,13 @@ function commands.status(cfg, args, o)
     local rev = r.revision or {}
     io.write(string.format("%s on %s: %s, revision %s (%s)\n", r.name, node.name,
       r.active and "active" or "stopped", rev.id or "-", rev.status or "never deployed"))
-    if rev.error then io.write("  last error: ", rev.error, "\n") end
+    local last = r.last_deploy
+    if last and last.id ~= rev.id then
+      io.write(string.format("  last deploy: revision %s %s%s\n", last.id, last.status,
+        last.error and (": " .. last.error) or ""))
+    elseif rev.error then
+      io.write("  last error: ", rev.error, "\n")
+    end
     local rows = {}
     for _, c in ipairs(r.containers or {}) do
       rows[#rows + 1] = { c.container, c.state, c.version, c.health,
@@ -344,8 +393,8 @@ function commands.status(cfg, args, o)
     else
       all[#all + 1] = r
       rows[#rows + 1] = { n.name, r.podman and r.podman.reachable and "ok" or "podman down",
-        r.version, r.uptime and duration.format(r.uptime), r.generation,
-        r.reload_error and r.reload_error.message:match("^[^\n]*") or nil }
+        r.version, r.uptime_seconds and duration.format(r.uptime_seconds), r.generation,
+        reload_problem(r) }
     end
   end
   if o.json then print_json(mcp.json.array(all))
@@ -355,18 +404,37 @@ end
 
 local function follow_lines(node, path, handle)
   local s, err = mcp.http.stream({ method = "GET", url = node.address .. path,
-    headers = { ["Authorization"] = "Bearer " .. (node.token or "") }, timeout = 0,
+    headers = { ["Authorization"] = "Bearer " .. (node.token or ""),
+      ["Accept"] = "application/x-ndjson" }, timeout = 0,
     cacert = node.ca_cert })
   if not s then error(string.format("%s: GET %s: %s", node.name, path, err), 0) end
+  if s.status and s.status >= 400 then
+    -- An error answers with one JSON document, not a stream.
+    local parts = {}
+    while true do
+      local line = s:read()
+      if not line then break end
+      parts[#parts + 1] = line
+    end
+    s:close()
+    local body = table.concat(parts, "\n")
+    local j = mcp.json.decode(body)
+    local msg = type(j) == "table" and type(j.error) == "table" and j.error.message
+      or trim(body)
+    error(string.format("%s: GET %s: %d %s", node.name, path, s.status, msg), 0)
+  end
   while true do
     local line, rerr = s:read()
     if not line then
       s:close()
-      if s.status and s.status >= 400 then
-        error(string.format("%s: GET %s: HTTP %d", node.name, path, s.status), 0)
-      end
       if rerr then error(string.format("%s: %s", node.name, rerr), 0) end
       return
+    end
+    local j = mcp.json.decode(line)
+    -- A stream that fails midway ends with an {"error": ...} line.
+    if type(j) == "table" and type(j.error) == "table" then
+      s:close()
+      error(string.format("%s: GET %s: %s", node.name, path, tostring(j.error.message)), 0)
     end
     handle(line)
   end
@@ -380,12 +448,16 @@ function commands.logs(cfg, args, o)
     if a == "-f" or a == "--follow" then follow = true
     elseif a == "-n" or a == "--tail" then
       i = i + 1
-      n = tonumber(args[i]) or usage_error("logs: -n needs a number")
+      n = args[i] and args[i]:match("^%d+$") and tonumber(args[i])
+        or usage_error("logs: -n needs a whole number, got %q; usage: mcp logs SERVICE [-f] "
+          .. "[-n N]", tostring(args[i]))
+    elseif a:sub(1, 1) == "-" then
+      usage_error("logs: unknown option %q; usage: mcp logs SERVICE [-f] [-n N]", a)
     elseif not service then service = a
-    else usage_error("logs: unexpected argument %q", a) end
+    else usage_error("logs: unexpected argument %q; usage: mcp logs SERVICE [-f] [-n N]", a) end
     i = i + 1
   end
-  service = service or usage_error("logs: which service?")
+  service = service or usage_error("usage: mcp logs SERVICE [-f] [-n N]")
   local node = node_of(cfg, service, definition_file(cfg, service))
   local q = "?tail=" .. (n or 100) .. (follow and "&follow=1" or "")
   follow_lines(node, "/v1/services/" .. service .. "/logs" .. q, function(line)
@@ -402,7 +474,10 @@ end
 function commands.events(cfg, args, o)
   local follow, service
   for _, a in ipairs(args) do
-    if a == "-f" or a == "--follow" then follow = true else service = a end
+    if a == "-f" or a == "--follow" then follow = true
+    elseif a:sub(1, 1) == "-" or service then
+      usage_error("events: unexpected %q; usage: mcp events [-f] [SERVICE]", a)
+    else service = a end
   end
   local node = service and node_of(cfg, service, definition_file(cfg, service))
     or cfg.nodes[1]
@@ -420,7 +495,8 @@ function commands.events(cfg, args, o)
   end)
 end
 
-function commands.sync(cfg, _, o)
+function commands.sync(cfg, args, o)
+  want(args, 0, 0, "mcp sync")
   local per_node = {}
   for _, name in ipairs(mcp.fs.listdir(cfg.services_dir) or {}) do
     local service, ext = name:match("^(.+)%.(%w+)$")
@@ -452,7 +528,8 @@ function commands.sync(cfg, _, o)
 end
 
 function commands.adopt(cfg, args, o)
-  local service = args[1] or usage_error("adopt: which service?")
+  want(args, 1, 1, "mcp adopt SERVICE")
+  local service = args[1]
   local node = node_of(cfg, service, definition_file(cfg, service))
   local r = must(call(node, "POST", "/v1/adopt", { json = { service = service } }))
   if o.json then return print_json(r) end
@@ -461,6 +538,8 @@ end
 
 function commands.purge(cfg, args, o)
   local dry = args[1] == "--dry-run"
+  if dry then table.remove(args, 1) end
+  want(args, 0, 0, "mcp purge [--dry-run]")
   local failed = false
   for _, n in ipairs(cfg.nodes) do
     local r, err = call(n, "POST", "/v1/purge", { json = { dry_run = dry } })
@@ -478,7 +557,8 @@ function commands.purge(cfg, args, o)
   return failed and 1 or 0
 end
 
-function commands.recover(cfg, _, o)
+function commands.recover(cfg, args, o)
+  want(args, 0, 0, "mcp recover")
   local failed = false
   for _, n in ipairs(cfg.nodes) do
     local r, err = streamed(n, "/v1/recover", {}, o.json)
@@ -496,12 +576,13 @@ function commands.recover(cfg, _, o)
 end
 
 function commands.push(cfg, args, o)
+  want(args, 2, 3, "mcp push SERVICE FILE [PATH]")
   local service, file = args[1], args[2]
-  if not service or not file then usage_error("push: mcp push SERVICE FILE [PATH]") end
   local data = must(read_file(file))
   local path = args[3] or file:match("([^/]+)$")
   local node = node_of(cfg, service, definition_file(cfg, service))
-  local r = must(call(node, "PUT", "/v1/services/" .. service .. "/files/" .. path,
+  local url = "/v1/services/" .. service .. "/files/" .. encode_path(path)
+  local r = must(call(node, "PUT", url,
     { body = data, headers = { ["Content-Type"] = "application/octet-stream" } }))
   if o.json then return print_json(r) end
   io.write(string.format("%s -> %s:/srv/%s/%s (%d bytes)\n", file, node.name, service, path,
@@ -509,10 +590,11 @@ function commands.push(cfg, args, o)
 end
 
 function commands.pull(cfg, args)
+  want(args, 2, 3, "mcp pull SERVICE PATH [FILE]")
   local service, path = args[1], args[2]
-  if not service or not path then usage_error("pull: mcp pull SERVICE PATH [FILE]") end
   local node = node_of(cfg, service, definition_file(cfg, service))
-  local r = must(call(node, "GET", "/v1/services/" .. service .. "/files/" .. path,
+  local url = "/v1/services/" .. service .. "/files/" .. encode_path(path)
+  local r = must(call(node, "GET", url,
     { raw = true }))
   local out = args[3] or path:match("([^/]+)$")
   if out == "-" then io.write(r.body) return end
@@ -523,7 +605,8 @@ function commands.pull(cfg, args)
     out, #r.body))
 end
 
-function commands.reload(cfg, _, o)
+function commands.reload(cfg, args, o)
+  want(args, 0, 0, "mcp reload")
   local failed = false
   for _, n in ipairs(cfg.nodes) do
     local r, err = call(n, "POST", "/v1/reload")
@@ -538,14 +621,15 @@ function commands.reload(cfg, _, o)
 end
 
 function commands.node(cfg, args, o)
-  if args[1] ~= "list" then usage_error("node: mcp node list") end
+  if args[1] ~= "list" or #args > 1 then usage_error("usage: mcp node list") end
   local rows, all = {}, {}
   for _, n in ipairs(cfg.nodes) do
     local r, err = call(n, "GET", "/v1/status", { timeout = 5 })
     all[#all + 1] = { name = n.name, address = n.address, reachable = r ~= nil,
       status = r, error = err }
     rows[#rows + 1] = { n.name, n.address, r and "yes" or "no", r and r.version,
-      r and r.uptime and duration.format(r.uptime), r and r.counts and r.counts.services,
+      r and r.uptime_seconds and duration.format(r.uptime_seconds),
+      r and r.counts and r.counts.services,
       not r and err or nil }
   end
   if o.json then return print_json(mcp.json.array(all)) end
@@ -553,7 +637,8 @@ function commands.node(cfg, args, o)
 end
 
 function commands.render(cfg, args, o)
-  local service = args[1] or usage_error("render: which service?")
+  want(args, 1, 1, "mcp render SERVICE")
+  local service = args[1]
   local file = definition_file(cfg, service)
   local node = node_of(cfg, service, file)
   local r

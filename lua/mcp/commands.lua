@@ -24,6 +24,82 @@ function commands.check_config()
   return 0
 end
 
+-- `mcp-agent render SERVICE`: the `podman run` lines of SERVICE on stdout,
+-- notes on stderr. A deployed service is rendered as the registry records
+-- it (the current revision's definition, host ports and revision label): what
+-- brings it back by hand. A service never deployed is rendered from its
+-- definition, on the ports a deploy would pick now (not recorded).
+function commands.render(service)
+  local definition = require("mcp.definition")
+  local registry = require("mcp.registry")
+  local function note(fmt, ...) io.stderr:write("# ", string.format(fmt, ...), "\n") end
+  local gen, errors = require("mcp.reload").build()
+  if not gen then
+    for _, e in ipairs(errors) do io.stderr:write(e, "\n") end
+    io.stderr:write("mcp-agent render: the definitions do not load; fix them first\n")
+    return 1
+  end
+  local live = gen.definitions[service]
+  local path = mcp.config.agent.data_dir .. "/" .. registry.FILE
+  local db
+  local f = io.open(path, "rb")
+  if f then
+    f:close()
+    local err
+    db, err = registry.open(path)
+    if not db then
+      io.stderr:write("mcp-agent render: ", tostring(err), "\n")
+      return 1
+    end
+  end
+  local rev = db and registry.revision_current(db, service)
+  local def, ports, revision
+  if rev and rev.spec and rev.spec.definition then
+    def, ports, revision = rev.spec.definition, rev.spec.ports or {}, rev.id
+    note("%s: revision %s (%s) as the registry records it", service, rev.id, rev.status)
+    local planner = require("mcp.planner")
+    if live and planner.spec_hash(live) ~= planner.spec_hash(def) then
+      note("%s has changed since %s was deployed: these lines are what was deployed",
+        gen.sources[service] or service, rev.id)
+    end
+  elseif live then
+    def, ports, revision = live, {}, "r0"
+    local taken = {}
+    for _, p in ipairs(db and registry.port_list(db) or {}) do taken[p.port] = p end
+    local next_port = registry.PORT_MIN
+    for _, comp in ipairs(def.components) do
+      ports[comp.name] = {}
+      for _, r in ipairs(comp.routes) do
+        local port
+        for _, p in pairs(taken) do
+          if p.service == service and p.component == comp.name and p.route == r.key then
+            port = p.port
+          end
+        end
+        while not port and next_port <= registry.PORT_MAX do
+          if not taken[next_port] and mcp.net.port_free(next_port) == true then
+            port = next_port
+          end
+          next_port = next_port + 1
+        end
+        ports[comp.name][r.key] = port
+        taken[port or 0] = { port = port }
+      end
+    end
+    note("%s is not deployed: host ports picked now, not recorded", service)
+  else
+    io.stderr:write(string.format("mcp-agent render: no service %q: no definition in %s and "
+      .. "nothing deployed in %s\n", service, tostring(mcp.config.agent.services_dir), path))
+    if db then db:close() end
+    return 1
+  end
+  if db then db:close() end
+  for _, line in ipairs(definition.render(def, { ports = ports, revision = revision })) do
+    print(line)
+  end
+  return 0
+end
+
 -- `mcp-agent token create|list|revoke [--name NAME]`: the API's bearer
 -- tokens, straight in the registry (SQLite lets this run beside the agent).
 function commands.token(action, name)

@@ -45,19 +45,51 @@ local function is_free(port)
   return mcp.net.port_free(port) == true
 end
 
--- Assigns (or finds again) the host ports of def's routes.
-local function assign_ports(def)
-  local ports = {}
+-- Whether a port a route held before can be published again. mcp.net's
+-- bind test counts a port in TIME_WAIT as taken, and a port that served
+-- requests a moment ago is in TIME_WAIT (Podman's port forwarder accepted
+-- the connections). Podman binds with SO_REUSEADDR, so such a port is only
+-- taken when something still listens on it.
+local function reusable(port)
+  if is_free(port) then return true end
+  return not mcp.net.tcp_check("127.0.0.1", port, { timeout = 1 })
+end
+
+-- Assigns (or finds again) the host ports of def's routes: of every
+-- component, or only of `only` (a component name) into `ports`. Ports in
+-- `bad` are not given out again.
+local function assign_ports(def, ports, only, bad)
+  ports = ports or {}
+  bad = bad or {}
+  -- Decided before port_assign, whose check runs inside a transaction and
+  -- must not wait.
+  local again = {}
+  for _, p in ipairs(registry.port_list(db(), def.name) or {}) do
+    again[p.port] = not bad[p.port] and reusable(p.port)
+  end
+  for _, routes_of in pairs(ports) do
+    for _, port in pairs(routes_of) do again[port] = false end
+  end
+  local function free(port)
+    if bad[port] then return false end
+    if again[port] ~= nil then return again[port] end
+    return is_free(port)
+  end
   for _, comp in ipairs(def.components) do
-    ports[comp.name] = {}
-    for _, r in ipairs(comp.routes) do
-      local port, err = registry.port_assign(db(), def.name, comp.name, r.key, is_free)
-      if not port then return nil, err end
-      ports[comp.name][r.key] = port
+    if not only or only == comp.name then
+      ports[comp.name] = {}
+      for _, r in ipairs(comp.routes) do
+        local port, err = registry.port_assign(db(), def.name, comp.name, r.key, free)
+        if not port then return nil, err end
+        again[port] = false               -- one port, one route
+        ports[comp.name][r.key] = port
+      end
     end
   end
   return ports
 end
+
+deploy.assign_ports = assign_ports
 
 local function port_list(ports)
   local out = {}
@@ -117,6 +149,7 @@ function Ctx:start_new()
   self.new = set
   registry.revision_set_spec(db(), def.name, self.revision, { definition = def,
     ports = ports })
+  local bad = {}
   for _, comp in ipairs(def.components) do
     local ok, err = ensure_image(comp.image, self.progress)
     if not ok then
@@ -129,27 +162,45 @@ function Ctx:start_new()
       return nil, derr
     end
     local suffix = beside and self.revision or nil
-    local spec = definition.container_spec(def, comp, { ports = ports,
-      revision = self.revision, suffix = suffix })
-    -- The agent supervises restarts itself (backoff, flap detection): a
-    -- Podman restart policy would race it.
-    spec.restart_policy = "no"
-    self.progress({ step = "create", container = spec.name })
-    local created, cerr = mcp.podman.create(spec)
-    if not created then
-      self:remove(set)
-      return nil, cerr
+    -- A port found free can be taken by another program before Podman
+    -- binds it: then the component gets other ports, a few times over.
+    for attempt = 1, 3 do
+      local spec = definition.container_spec(def, comp, { ports = ports,
+        revision = self.revision, suffix = suffix })
+      -- The agent supervises restarts itself (backoff, flap detection): a
+      -- Podman restart policy would race it.
+      spec.restart_policy = "no"
+      self.progress({ step = "create", container = spec.name })
+      local created, cerr = mcp.podman.create(spec)
+      if not created then
+        self:remove(set)
+        return nil, cerr
+      end
+      local c = { name = spec.name, id = created.Id or created.id, component = comp.name,
+        comp = comp, exists = true, ports = ports[comp.name] }
+      set.containers[#set.containers + 1] = c
+      self.progress({ step = "start", container = spec.name })
+      local started, serr = mcp.podman.start(spec.name)
+      if started then
+        c.running = true
+        break
+      end
+      if attempt == 3 or not tostring(serr):find("address already in use", 1, true) then
+        self:remove(set)
+        return nil, serr
+      end
+      self:log("%s: %s; trying other ports", spec.name, tostring(serr))
+      mcp.podman.remove(spec.name, { force = true })
+      table.remove(set.containers)
+      for _, port in pairs(ports[comp.name]) do bad[port] = true end
+      local _, aerr = assign_ports(def, ports, comp.name, bad)
+      if aerr then
+        self:remove(set)
+        return nil, aerr
+      end
+      registry.revision_set_spec(db(), def.name, self.revision, { definition = def,
+        ports = ports })
     end
-    local c = { name = spec.name, id = created.Id or created.id, component = comp.name,
-      comp = comp, exists = true, ports = ports[comp.name] }
-    set.containers[#set.containers + 1] = c
-    self.progress({ step = "start", container = spec.name })
-    local started, serr = mcp.podman.start(spec.name)
-    if not started then
-      self:remove(set)
-      return nil, serr
-    end
-    c.running = true
   end
   events.emit({ kind = "started", service = def.name,
     message = string.format("revision %s started", self.revision) })

@@ -6,7 +6,12 @@
 -- doctor.line prints it as `ok   <what>` or `FAIL <what>: <how to fix>`.
 -- doctor.gather is the one impure part: it collects the facts on the real
 -- machine. The specs feed the checks hand-made facts (tests/lua/doctor_spec.lua)
--- and run the command for real (tests/integration/doctor_spec.lua).
+-- and run the command for real (tests/integration/doctor_spec.lua, and as the
+-- rootless user in tests/rootless/rootless_spec.lua).
+--
+-- For tests, MCP_DOCTOR_SUBUID_FILE and MCP_DOCTOR_SUBGID_FILE name other
+-- files to read instead of /etc/subuid and /etc/subgid (a test breaks a copy,
+-- never the host's); the lines then name the file that was read.
 local doctor = {}
 
 -- What a new range should be: where useradd starts, and the 65536 ids an
@@ -266,7 +271,8 @@ end
 -- f: label ("data_dir"; nil for a plain path), path, writable, missing, err
 -- (why a file could not be made there), why (what the agent writes there),
 -- parent (when missing: the nearest directory that exists), parent_writable,
--- uid, user.
+-- shared_group (a directory others use too, such as /srv: the group to give
+-- it, as the other way to let the user write there), uid, user.
 function doctor.check_writable(f)
   local what = (f.label and f.label .. " " or "") .. f.path
   if f.writable then return pass(what .. " is writable") end
@@ -280,9 +286,14 @@ function doctor.check_writable(f)
       who(f.uid, f.user)),
       string.format("install -d -m 0750 -o %s %s%s", handle(f), f.path, why))
   end
+  local shared = ""
+  if f.shared_group then
+    shared = string.format(", or, where %s is shared: chgrp %s %s and chmod g+rwx %s",
+      f.path, f.shared_group, f.path, f.path)
+  end
   return fail(string.format("%s is not writable by %s (%s)", what, who(f.uid, f.user),
     f.err or "no reason given"),
-    string.format("chown %s %s and chmod u+rwx %s%s", handle(f), f.path, f.path, why))
+    string.format("chown %s %s and chmod u+rwx %s%s%s", handle(f), f.path, f.path, shared, why))
 end
 
 -- f: socket ([console] socket; "" when disabled), dir (its directory), stat,
@@ -506,7 +517,7 @@ function doctor.gather(cfg)
   facts.uid, facts.registry = gather_registry(mcp, cfg, base)
 
   for _, kind in ipairs({ "subuid", "subgid" }) do
-    local file = "/etc/" .. kind
+    local file = os.getenv("MCP_DOCTOR_" .. kind:upper() .. "_FILE") or ("/etc/" .. kind)
     local text, err = read_file(file)
     facts[kind] = with(base, { file = file, text = text, err = err })
   end
@@ -544,9 +555,17 @@ function doctor.gather(cfg)
   end
   facts.linger = lg
 
+  -- The user's group, for the shared-/srv fix (docs/operations.md, section 1).
+  local group
+  do
+    local r = run(mcp, { "id", "-gn" })
+    group = r and r.exit_code == 0 and first_line(r.stdout) or nil
+    if group == "" then group = nil end
+  end
   facts.writable = {}
   for _, w in ipairs({ { label = "data_dir", path = cfg.agent.data_dir },
-      { path = "/srv", why = "the agent makes /srv/<service> for each service's volume" } }) do
+      { path = "/srv", why = "the agent makes /srv/<service> for each service's volume",
+        shared_group = uid ~= 0 and group or nil } }) do
     w.writable, w.err, w.missing = try_write(mcp, w.path)
     if w.missing then
       local dir = w.path

@@ -89,8 +89,9 @@ function health.probe(target)
       end
     else
       ok = r.exit_code == 0
-      detail = ok and "exit 0" or string.format("exit %d: %s", r.exit_code,
-        ((r.stderr ~= "" and r.stderr) or r.stdout or ""):sub(1, 200))
+      local out = ((r.stderr ~= "" and r.stderr) or r.stdout or ""):gsub("%s+$", "")
+      detail = string.format("%s exited %d%s", table.concat(hc.command, " "):sub(1, 80),
+        r.exit_code, out ~= "" and (": " .. out:sub(1, 200)) or "")
     end
   elseif kind == "lua" then
     local fn = hc.fn

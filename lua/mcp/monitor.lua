@@ -35,7 +35,7 @@ local function state()
   s.restarts = s.restarts or {}     -- "svc/comp" -> {backoff, flap, pending, stopped}
   s.health = s.health or {}         -- container name -> health state (mcp.health)
   s.probing = s.probing or {}       -- container name -> next probe (monotime)
-  s.inflight = s.inflight or {}     -- container name -> true while a probe runs
+  s.inflight = s.inflight or {}     -- container name -> when its running probe began
   s.containers = s.containers or {} -- container name -> what Podman last said of it
   s.reported = s.reported or {}     -- drift already reported: key -> true
   s.held = s.held or {}             -- service -> why boot left it down
@@ -84,7 +84,7 @@ function monitor.reset(service)
     if key:sub(1, #prefix) == prefix then s.reported[key] = nil end
   end
   s.held[service] = nil
-  s.desired_cache = nil
+  s.targets_cache = nil
 end
 
 function monitor.flapping(service, component)
@@ -110,12 +110,19 @@ end
 monitor.podman_seen = podman_seen
 
 -- What the registry says should run: service -> current revision, for
--- services deployed and not stopped by an operator.
+-- services deployed and not stopped by an operator. A revision does not
+-- change once it is current, so each is read (and decoded) once.
 local function desired()
+  local s = state()
+  s.revisions = s.revisions or {}
   local out = {}
   for _, svc in ipairs(registry.service_list(mcp.state.db) or {}) do
     if svc.active then
-      local rev = registry.revision_current(mcp.state.db, svc.name)
+      local rev = s.revisions[svc.name]
+      if not rev or rev.id ~= svc.current_revision then
+        rev = registry.revision_current(mcp.state.db, svc.name)
+        s.revisions[svc.name] = rev
+      end
       if rev and rev.spec and rev.spec.definition then out[svc.name] = rev end
     end
   end
@@ -123,15 +130,10 @@ local function desired()
 end
 monitor.desired = desired
 
--- The same, at most a second old: the health loop asks many times a second.
-local function desired_cached()
-  local s = state()
-  local c = s.desired_cache
-  if c and now() - c.at < 1 then return c.want end
-  local want = desired()
-  s.desired_cache = { at = now(), want = want }
-  return want
-end
+-- The health loop's targets, rebuilt at most every few seconds: it runs many
+-- times a second. monitor.reset (on a deploy, start, restart, undeploy)
+-- rebuilds them at once.
+local TARGETS_TTL = 5
 
 local function busy(service)
   local held = mcp.state.locks[service]
@@ -169,11 +171,23 @@ end
 -- opts.cause: "exited", "missing", "stopped", "dead", "drift", "unhealthy";
 -- opts.restart: restart a running container (an unhealthy one);
 -- opts.recreate: remove the container first (drift, dead).
+-- Returns "scheduled", "pending" (a restart is on its way already),
+-- "flapping", "stopped" (on_unhealthy = stop stopped it) or "deferred":
+-- Podman does not answer, so nothing can be done and nothing is counted;
+-- the re-list after Podman comes back looks again.
 function monitor.remediate(service, component, why, opts)
   opts = opts or {}
   local key = service .. "/" .. component
   local r = restarts_of(key)
-  if r.pending or r.flap:is_flapping() or r.stopped then return end
+  if r.pending then return "pending" end
+  if r.flap:is_flapping() then return "flapping" end
+  if r.stopped then return "stopped" end
+  local pok, perr = mcp.podman.ping()
+  if not pok then
+    podman_seen(false, perr)
+    return "deferred"
+  end
+  if r.pending or r.flap:is_flapping() then return "pending" end  -- while the ping waited
   local t = now()
   if r.flap:record(t) then
     events.emit({ kind = "flapping", service = service, component = component,
@@ -181,7 +195,7 @@ function monitor.remediate(service, component, why, opts)
         .. "operator restarts or redeploys it (mcp restart %s)", why, cfg().flap_max,
         cfg().flap_window, service),
       data = { restarts = r.flap:count(t), window = cfg().flap_window, cause = opts.cause } })
-    return
+    return "flapping"
   end
   local delay = r.backoff:next_delay(t, math.random)
   local attempt = r.backoff.attempts
@@ -208,6 +222,7 @@ function monitor.remediate(service, component, why, opts)
         data = { delay = delay, attempt = attempt, cause = opts.cause } })
     end
   end)
+  return "scheduled"
 end
 
 -- The restart itself, once the delay is over. Returns true (done), false
@@ -308,8 +323,8 @@ function monitor.unhealthy(service, comp, name, detail, policy)
   local r = restarts_of(service .. "/" .. comp.name)
   r.backoff:unhealthy()
   if action == "restart" then
-    monitor.remediate(service, comp.name, "unhealthy: " .. detail,
-      { cause = "unhealthy", restart = true })
+    return monitor.remediate(service, comp.name, "unhealthy: " .. detail,
+      { cause = "unhealthy", restart = true }) ~= "deferred"
   elseif action == "stop" then
     r.stopped = "unhealthy: " .. detail
     mcp.podman.stop(name, { timeout = comp.stop_timeout })
@@ -318,6 +333,7 @@ function monitor.unhealthy(service, comp, name, detail, policy)
         .. "; `mcp restart " .. service .. "` starts it again",
       data = { cause = "unhealthy" } })
   end
+  return true
 end
 
 ----------------------------------------------------------------------------
@@ -483,9 +499,12 @@ end
 -- The containers to check: one target per component of every deployed
 -- service.
 function monitor.health_targets()
+  local s = state()
+  local c = s.targets_cache
+  if c and now() - c.at < TARGETS_TTL and c.gen == mcp.state.gen then return c.list end
   local out = {}
   local gen = mcp.state.gen
-  for service, rev in pairs(desired_cached()) do
+  for service, rev in pairs(desired()) do
     local def = rev.spec.definition
     local ports = rev.spec.ports or {}
     local policy = gen and gen.policies and gen.policies[def.policy]
@@ -500,14 +519,40 @@ function monitor.health_targets()
         policy = policy, revision = rev.id }
     end
   end
+  s.targets_cache = { at = now(), list = out, gen = gen }
   return out
 end
 
 -- One pass: starts the probes that are due. Returns the seconds until the
--- next one is due.
+-- next one is due; the loop sleeps at least TICK_MIN, so checks are due to
+-- within that.
+local TICK_MIN = 0.05
+monitor.TICK_MIN = TICK_MIN
+
+-- When the check after one that began at `at` is due. Each container has
+-- its own phase within the interval (from a hash of its name), so that many
+-- containers with the same interval are not all checked in the same tick:
+-- after an agent start they would be, in bursts, for ever after.
+local phases = setmetatable({}, { __mode = "k" })
+
+local function next_check(name, at, interval)
+  local frac = phases[name]
+  if not frac then
+    frac = (tonumber(planner.fnv1a32(name), 16) % 1000) / 1000
+    phases[name] = frac
+  end
+  local phase = frac * interval
+  local nxt = at + interval
+  local off = (nxt - phase) % interval
+  if off > interval / 2 then return nxt + (interval - off) end
+  return nxt - off
+end
+monitor.next_check = next_check
+
 function monitor.health_tick()
   local s = state()
-  local t = now()
+  local real = now()
+  local t = real + TICK_MIN / 2       -- due within half a tick: now
   local next_due = 1
   for _, tg in ipairs(monitor.health_targets()) do
     local name = tg.container
@@ -515,9 +560,12 @@ function monitor.health_tick()
     local c = s.containers[name]
     if c and not c.running then
       -- Not running: nothing to probe until it starts again.
-    elseif (not due or t >= due) and not s.inflight[name] and not busy(tg.service) then
-      s.probing[name] = t + tg.comp.health.interval
-      s.inflight[name] = true
+    elseif (not due or t >= due) and not busy(tg.service)
+        -- one probe at a time; a probe task past its deadline was ended
+        -- without clearing its mark
+        and not (s.inflight[name] and real - s.inflight[name] < tg.comp.health.timeout + 15) then
+      s.probing[name] = next_check(name, real, tg.comp.health.interval)
+      s.inflight[name] = real
       next_due = math.min(next_due, tg.comp.health.interval)
       mcp.spawn({ name = "health:" .. name, timeout = tg.comp.health.timeout + 10 }, function()
         local ok, err = pcall(require("mcp.monitor").check, tg)
@@ -525,7 +573,7 @@ function monitor.health_tick()
         if not ok then mcp.log.error("health %s: %s", name, tostring(err)) end
       end)
     elseif due then
-      next_due = math.min(next_due, due - t)
+      next_due = math.min(next_due, due - real)
     end
   end
   return next_due
@@ -573,13 +621,20 @@ function monitor.check(tg)
     events.emit({ kind = now_state, service = tg.service, component = tg.component,
       message = string.format("%s: %s", name, detail),
       data = { container = name, previous = before, check = tg.comp.health.kind,
-        detail = detail } })
-    if now_state == "unhealthy" then
-      -- In a task of its own: a policy hook may take longer than a probe may.
-      mcp.spawn({ name = "unhealthy:" .. name, daemon = true }, function()
-        require("mcp.monitor").unhealthy(tg.service, tg.comp, name, detail, tg.policy)
-      end)
-    end
+        detail = detail, misses = st.misses, passes = st.passes } })
+    if now_state == "unhealthy" then st.acted = false end
+  end
+  -- Acted on once per unhealthy spell; again when that could not be done
+  -- (Podman did not answer).
+  if st.state == "unhealthy" and not st.acted then
+    st.acted = true
+    -- In a task of its own: a policy hook may take longer than a probe may.
+    mcp.spawn({ name = "unhealthy:" .. name, daemon = true }, function()
+      local ok, acted = pcall(require("mcp.monitor").unhealthy, tg.service, tg.comp, name,
+        detail, tg.policy)
+      if not ok then mcp.log.error("unhealthy %s: %s", name, tostring(acted)) end
+      if ok and not acted and s.health[name] == st then st.acted = false end
+    end)
   end
 end
 
@@ -630,7 +685,7 @@ function monitor.start()
         mcp.log.error("health: %s", tostring(wait))
         wait = 1
       end
-      mcp.sleep(math.max(0.005, math.min(1, wait or 1)))
+      mcp.sleep(math.max(monitor.TICK_MIN, math.min(1, wait or 1)))
     end
   end)
 end

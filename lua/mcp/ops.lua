@@ -47,9 +47,12 @@ function ops.stop(name)
   if not registry.service_get(db(), name) then return not_found(name) end
   return locked(name, "stop", function()
     registry.service_set_active(db(), name, false)
+    local rev = registry.revision_current(db(), name)
+    local def = rev and rev.spec and rev.spec.definition
     local done, err, code = each_container(name, function(c)
       if not c.running then return true end
-      return mcp.podman.stop(c.name)
+      local comp = def and definition.component(def, c.component)
+      return mcp.podman.stop(c.name, { timeout = comp and comp.stop_timeout })
     end)
     if not done then return nil, err, code end
     events.emit({ kind = "stopped", service = name, message = "stopped by an operator" })
@@ -58,7 +61,9 @@ function ops.stop(name)
 end
 
 -- Recreates one component from the registry's current revision: the
--- container as the revision describes it, on its recorded ports.
+-- container as the revision describes it, on its recorded ports. A recorded
+-- port that another program took meanwhile is replaced by a free one: the
+-- revision records the new port and the route provider is told.
 function ops.restore_component(name, component)
   local rev = registry.revision_current(db(), name)
   if not rev or not rev.spec or not rev.spec.definition then
@@ -81,12 +86,32 @@ function ops.restore_component(name, component)
   end
   local dok, derr = deploy.ensure_dirs(def, comp)
   if not dok then return nil, derr end
-  local spec = definition.container_spec(def, comp, { ports = rev.spec.ports or {},
-    revision = rev.id })
-  spec.restart_policy = "no"      -- the agent supervises restarts itself
-  local ok, err = mcp.podman.create(spec)
-  if not ok then return nil, err end
-  return mcp.podman.start(cname)
+  local ports = rev.spec.ports or {}
+  local bad = {}
+  for attempt = 1, 3 do
+    local spec = definition.container_spec(def, comp, { ports = ports, revision = rev.id })
+    spec.restart_policy = "no"      -- the agent supervises restarts itself
+    local ok, err = mcp.podman.create(spec)
+    if not ok then return nil, err end
+    ok, err = mcp.podman.start(cname)
+    if ok then return true end
+    if attempt == 3 or not tostring(err):find("address already in use", 1, true) then
+      return nil, err
+    end
+    mcp.podman.remove(cname, { force = true })
+    for _, port in pairs(ports[comp.name] or {}) do bad[port] = true end
+    local _, aerr = deploy.assign_ports(def, ports, comp.name, bad)
+    if aerr then return nil, aerr end
+    rev.spec.ports = ports
+    registry.revision_set_spec(db(), name, rev.id, rev.spec)
+    events.emit({ kind = "ports_changed", service = name, component = component,
+      message = string.format("%s: %s; now on %s", cname, tostring(err),
+        mcp.json.encode(ports[comp.name])) })
+    local rok, rerr = routes.switch(def, ports, def)
+    if not rok then
+      events.emit({ kind = "routes_failed", service = name, message = tostring(rerr) })
+    end
+  end
 end
 
 function ops.start(name)

@@ -63,7 +63,9 @@ printf 'no newline'
                          :format(silent_port))
     -- wait until both listen
     for _ = 1, 50 do
-      if sh("ss -ltn 2>/dev/null | grep -c ':" .. port .. " \\|:" .. silent_port .. " '") == "2" then
+      local listening = sh("ss -ltn 2>/dev/null | grep -c ':" .. port .. " \\|:" ..
+                           silent_port .. " '")
+      if listening == "2" then
         break
       end
       os.execute("sleep 0.05")

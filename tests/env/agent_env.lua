@@ -16,6 +16,13 @@
 -- The agent is the built binary ($MCP_AGENT, build/mcp-agent by default),
 -- reached over real HTTP with curl and a token made by `mcp-agent token
 -- create`; the CLI is $MCP_CLI. Needs only io/os (and mcp.core for JSON).
+--
+-- opts.user = 850 runs the agent as production does, as that user (the
+-- tests run as root): the binary, lua/ and policies/ copied into the agent's
+-- directory under /srv/mcp (its home), the data_dir beside them, both owned
+-- by the user, and every agent process (server, token) started with
+-- `setpriv --reuid --regid --init-groups --reset-env`, HOME=/srv/mcp and
+-- XDG_RUNTIME_DIR=/run/user/UID (or the Podman environment's runtime_dir).
 local mcp = require("mcp.core")
 
 local agent_env = {}
@@ -89,6 +96,28 @@ end
 local Agent = {}
 Agent.__index = Agent
 
+-- The words that run a command as the agent's user (opts.user), with the
+-- environment the unit gives the agent; "" for an agent of the current user.
+-- The sanitizers' settings pass through (`make check` runs the agent too).
+local function as_user(self)
+  if not self.user then return "" end
+  local vars = { "HOME=" .. q(self.home), "XDG_RUNTIME_DIR=" .. q(self.runtime_dir),
+    "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" }
+  for _, k in ipairs({ "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS" }) do
+    local v = os.getenv(k)
+    if v then vars[#vars + 1] = k .. "=" .. q(v) end
+  end
+  return ("setpriv --reuid=%d --regid=%d --init-groups --reset-env env %s "):format(
+    self.user, self.gid, table.concat(vars, " "))
+end
+
+-- Runs a shell command as the agent's user (the current user when the agent
+-- has no opts.user), with the agent's environment: stdout, exit code, stderr.
+function Agent:run_as(cmd)
+  if not self.user then return run(cmd) end
+  return run(as_user(self) .. "sh -c " .. q(cmd))
+end
+
 local function config_text(self, opts)
   local lines = {
     "[agent]",
@@ -96,7 +125,7 @@ local function config_text(self, opts)
     ('data_dir = "%s"'):format(self.data_dir),
     ('services_dir = "%s"'):format(self.services_dir),
     ('policies_dir = "%s"'):format(self.policies_dir),
-    ('lib_dir = "%s"'):format(ROOT),
+    ('lib_dir = "%s"'):format(self.lib_dir),
     "[podman]",
     ('socket = "%s"'):format(self.podman_socket),
     "[api]",
@@ -112,18 +141,44 @@ end
 
 -- agent_env.start{podman = env, node = "test", services = {name = text or
 -- {ext = "lua", text = ...}}, policies = {name = text}, config = "extra TOML
--- sections", log_level = "debug"} -> agent. The agent answers /v1/health
--- when this returns.
+-- sections", log_level = "debug", user = uid} -> agent. The agent answers
+-- /v1/health when this returns.
 function agent_env.start(opts)
   opts = opts or {}
-  local dir = run("mktemp -d /tmp/mcp-agent-test.XXXXXX")
-  local self = setmetatable({
-    dir = dir, node = opts.node or "test", data_dir = dir .. "/data",
-    services_dir = dir .. "/services", policies_dir = dir .. "/policies",
-    podman_socket = opts.podman and opts.podman.socket or (dir .. "/no-podman.sock"),
-    podman = opts.podman, port = opts.port or agent_env.free_port(),
-    log = dir .. "/agent.log", config_path = dir .. "/agent.toml",
-  }, Agent)
+  local self = setmetatable({ node = opts.node or "test", podman = opts.podman,
+    port = opts.port or agent_env.free_port() }, Agent)
+  local dir
+  if opts.user then
+    local uid = tonumber(opts.user)
+    local pw = run("getent passwd " .. q(uid))
+    local gid, home = pw:match("^[^:]*:[^:]*:%d+:(%d+):[^:]*:([^:]*):")
+    if not gid then error("agent_env: no user with uid " .. tostring(opts.user)) end
+    if run("id -u") ~= "0" then error("agent_env: user = " .. uid .. " needs root") end
+    self.user, self.gid, self.home = uid, tonumber(gid), home
+    self.runtime_dir = opts.podman and opts.podman.rootless and opts.podman.runtime_dir
+      or ("/run/user/" .. uid)
+    -- A directory of its own under the user's home, as production's /srv/mcp.
+    dir = run("mktemp -d " .. q(home .. "/agent-test.XXXXXX"))
+    if not dir:match("^/.*/agent%-test%.%w+$") then error("agent_env: mktemp failed: " .. dir) end
+    self.lib_dir = dir .. "/lib"
+    -- The code as production installs it: root's, readable by the user,
+    -- whatever the permissions of the checkout.
+    local _, rc, err = run(("mkdir -p %s && cp %s %s/mcp-agent && cp -r %s/lua %s/policies %s/"
+      .. " && chmod -R a+rX %s"):format(q(self.lib_dir), q(AGENT), q(self.lib_dir), q(ROOT),
+      q(ROOT), q(self.lib_dir), q(self.lib_dir)))
+    if rc ~= 0 then
+      run("rm -rf " .. q(dir))
+      error("agent_env: copying the agent to " .. self.lib_dir .. " failed: " .. err)
+    end
+    self.agent = self.lib_dir .. "/mcp-agent"
+  else
+    dir = run("mktemp -d /tmp/mcp-agent-test.XXXXXX")
+    self.lib_dir, self.agent = ROOT, AGENT
+  end
+  self.dir, self.data_dir = dir, dir .. "/data"
+  self.services_dir, self.policies_dir = dir .. "/services", dir .. "/policies"
+  self.podman_socket = opts.podman and opts.podman.socket or (dir .. "/no-podman.sock")
+  self.log, self.config_path = dir .. "/agent.log", dir .. "/agent.toml"
   self.url = "http://127.0.0.1:" .. self.port
   os.execute("mkdir -p " .. q(self.data_dir) .. " " .. q(self.services_dir) .. " "
     .. q(self.policies_dir))
@@ -132,18 +187,43 @@ function agent_env.start(opts)
   for name, text in pairs(opts.policies or {}) do
     write_file(self.policies_dir .. "/" .. name .. ".lua", text)
   end
-  local token, rc, err = run(q(AGENT) .. " token create --config " .. q(self.config_path)
-    .. " --name tests")
-  if rc ~= 0 then error("token create failed: " .. err .. token) end
-  self.token = token:match("(mcp_%x+)")
-  self:start()
+  if self.user then
+    -- Everything but the code is the user's; the directory is private (0700),
+    -- like /srv/mcp, which also keeps the console socket's directory private.
+    local _, rc, err = run(("touch %s && chown %d:%d %s && chmod 0700 %s && "
+      .. "chown -R %d:%d %s %s %s %s %s"):format(q(self.log), self.user, self.gid, q(dir),
+      q(dir), self.user, self.gid, q(self.data_dir), q(self.services_dir),
+      q(self.policies_dir), q(self.config_path), q(self.log)))
+    if rc ~= 0 then
+      run("rm -rf " .. q(dir))
+      error("agent_env: giving " .. dir .. " to uid " .. self.user .. " failed: " .. err)
+    end
+  end
+  local function boot()
+    local token, rc, err = self:run_as(q(self.agent) .. " token create --config "
+      .. q(self.config_path) .. " --name tests")
+    if rc ~= 0 then error("token create failed: " .. err .. token) end
+    self.token = token:match("(mcp_%x+)")
+    self:start()
+  end
+  if not self.user then
+    boot()
+    return self
+  end
+  -- Under the user's home nothing may stay behind: on failure the agent goes
+  -- with its directory (the error carries the log's tail).
+  local ok, err = pcall(boot)
+  if not ok then
+    self:stop()
+    error(err, 0)
+  end
   return self
 end
 
 -- Starts (or starts again) the server process and waits for /v1/health.
 function Agent:start()
-  self.pid = run(("%s server --config %s >>%s 2>&1 & echo $!"):format(q(AGENT),
-    q(self.config_path), q(self.log)))
+  self.pid = run(("%s%s server --config %s >>%s 2>&1 & echo $!"):format(as_user(self),
+    q(self.agent), q(self.config_path), q(self.log)))
   local deadline = now() + 20
   while now() < deadline do
     local status = self:api("GET", "/v1/health", { timeout = 2 })
@@ -203,8 +283,8 @@ end
 
 -- Runs `mcp-agent console -e EXPR` against this agent.
 function Agent:eval(expr)
-  return run(("%s console --socket %s -e %s"):format(q(AGENT), q(self.dir .. "/console.sock"),
-    q(expr)))
+  return run(("%s console --socket %s -e %s"):format(q(self.agent),
+    q(self.dir .. "/console.sock"), q(expr)))
 end
 
 function Agent:log_text() return read_file(self.log) or "" end

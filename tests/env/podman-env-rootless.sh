@@ -11,6 +11,11 @@
 #   podman-env-rootless.sh stop DIR              containers, service, pause process, DIR
 #   podman-env-rootless.sh stop-service|start-service|status DIR
 #
+# start also lets mcp write /srv, where the agent makes /srv/<service>, the
+# way docs/operations.md tells operators of a shared /srv (group mcp, g+rwx),
+# when mcp cannot already; stop puts /srv back as it was, and removes
+# /run/user/850 when start made it.
+#
 # Storage, runtime state (XDG_RUNTIME_DIR=DIR/run: runroot, pause process,
 # runc and netns state) and config live in DIR, owned by mcp; only the socket
 # is in /run/user/850, so one rootless environment runs at a time. It never
@@ -33,6 +38,14 @@ SUBIDS=100000:65536
 OWNER=(setpriv --reuid="$MCP_ID" --regid="$MCP_ID" --init-groups --reset-env)
 OWNER_UID=$MCP_ID
 ROOTFUL=0
+
+# Rootless containers/image keeps a cache (short-name aliases) in
+# $XDG_CACHE_HOME, else ~/.cache: in DIR too, so that mcp's home stays as it was.
+eval "root_$(declare -f env_exports)"
+env_exports() {
+    root_env_exports
+    echo "export XDG_CACHE_HOME='$DIR/cache'"
+}
 
 # mcp's own uid, or one of its subordinate uids (a container user).
 owner_uid_ok() {
@@ -70,6 +83,7 @@ cmd_setup() {
     if [ ! -d "$RUN_USER" ]; then
         install -d -m 0700 -o "$MCP_ID" -g "$MCP_ID" "$RUN_USER"
         changed+=" $RUN_USER"
+        RUN_USER_MADE=1
     fi
     if [ ! -d "$RUN_USER/podman" ]; then
         install -d -m 0700 -o "$MCP_ID" -g "$MCP_ID" "$RUN_USER/podman"
@@ -101,6 +115,47 @@ rootless_driver() {
     rm -rf "$d"
 }
 
+# The agent makes /srv/<service> for each service's volume, so mcp must be
+# able to write /srv (docs/operations.md, section 1). A test host's /srv is
+# shared with root's tests, so this does what that page says for a shared
+# /srv: group mcp, group-writable. DIR/srv.orig records what /srv was.
+srv_grant() {
+    [ -f "$DIR/srv.orig" ] && return 0
+    if [ -d /srv ] && "${OWNER[@]}" sh -c 'test -w /srv && test -x /srv'; then
+        return 0
+    fi
+    if [ -d /srv ]; then
+        stat -c '%u:%g:%a' /srv >"$DIR/srv.orig"
+    else
+        echo absent >"$DIR/srv.orig"
+        install -d -m 0755 /srv
+    fi
+    chgrp "$MCP_ID" /srv
+    chmod g+rwx /srv
+    say "/srv: group $MCP_USER, g+rwx, until stop (was $(cat "$DIR/srv.orig"))"
+}
+
+# Puts /srv back as srv_grant found it: owner, group and mode, or no /srv
+# (when it is empty again).
+srv_restore() {
+    local orig
+    orig=$(cat "$DIR/srv.orig" 2>/dev/null) || return 0
+    if [ "$orig" = absent ]; then
+        rmdir /srv 2>/dev/null || { chgrp 0 /srv; chmod 0755 /srv; }
+    else
+        chown "${orig%:*}" /srv && chmod "${orig##*:}" /srv
+    fi
+    rm -f "$DIR/srv.orig"
+}
+
+# Starts and stops of rootless environments, one at a time: two starts at
+# once would both find nobody answering on the socket and both claim it.
+# Held until this script exits.
+take_lock() {
+    exec 9>/run/podman-env-rootless.lock
+    flock -w 300 9 || die "waited 300 s for /run/podman-env-rootless.lock: another start or stop"
+}
+
 cmd_start() {
     local t0 driver other
     t0=$(date +%s%N)
@@ -125,21 +180,31 @@ cmd_start() {
         chown -R "$MCP_ID:$MCP_ID" "$DIR"
         chmod 0700 "$DIR"
     fi
+    [ "${RUN_USER_MADE:-0}" = 1 ] && touch "$DIR/run-user.made"
+    srv_grant
     echo "$DIR" >"$RUN_USER/podman/podman-env.dir"
     chown "$MCP_ID:$MCP_ID" "$RUN_USER/podman/podman-env.dir"
-    start_service
+    # 9>&-: the service must not inherit (and hold) the lock.
+    start_service 9>&-
     if fit_ulimits_to "$(cat "$DIR/podman.pid")"; then
         stop_service
-        start_service
+        start_service 9>&-
     fi
     say "rootless environment ready in $(ms_since "$t0") ms (as $MCP_USER, $SOCK)"
 }
 
 cmd_stop_rootless() {
+    local made=0
     [ -e "$DIR" ] || { say "$DIR: nothing to stop"; return 0; }
+    [ -f "$DIR/$MARKER" ] && srv_restore
+    [ -f "$DIR/run-user.made" ] && made=1
     cmd_stop
     if [ "$(cat "$RUN_USER/podman/podman-env.dir" 2>/dev/null)" = "$DIR" ]; then
         rm -f "$RUN_USER/podman/podman-env.dir" "$SOCK"
+    fi
+    if [ "$made" = 1 ]; then
+        rmdir "$RUN_USER/podman" "$RUN_USER" 2>/dev/null ||
+            say "$RUN_USER is not empty: left in place"
     fi
 }
 
@@ -153,10 +218,10 @@ rootless_main() {
     # rootless runc keeps its state in $XDG_RUNTIME_DIR/runc
     RUNC_ROOT=$DIR/run/runc
     case $cmd in
-        start) cmd_start ;;
+        start) take_lock; cmd_start ;;
         images) cmd_images ;;
         podman) pod "$@" ;;
-        stop) cmd_stop_rootless ;;
+        stop) take_lock; cmd_stop_rootless ;;
         stop-service|pause)
             [ -f "$DIR/$MARKER" ] || die "$DIR is not a podman-env directory"
             stop_service

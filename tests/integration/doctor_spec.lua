@@ -169,7 +169,8 @@ describe("mcp-agent doctor, run on a host", function()
         .. data, lines[7])
       if srv_exists then
         assert.equals("FAIL /srv is not writable by " .. me .. " (Permission denied): chown "
-          .. user .. " /srv and chmod u+rwx /srv (the agent makes /srv/<service> for each "
+          .. user .. " /srv and chmod u+rwx /srv, or, where /srv is shared: chgrp " .. user
+          .. " /srv and chmod g+rwx /srv (the agent makes /srv/<service> for each "
           .. "service's volume)", lines[8])
       else
         assert.matches("^FAIL /srv does not exist, and ", lines[8])

@@ -435,6 +435,10 @@ describe("mcp.podman against a real Podman", function()
         assert.matches('^podman.inspect "outage": ', c.err)
         assert.is_true(c.took < 3.5)
       end
+      -- subscribing meanwhile does not wait for Podman; it hears the marker too
+      local t1 = now()
+      local late = assert(podman.events.subscribe({ type = "container" }))
+      assert.is_true(now() - t1 < 2)
 
       env:sh(podman_env.quote(podman_env.script) .. " start-service " ..
              podman_env.quote(env.dir) .. " >/dev/null 2>&1 &")
@@ -449,6 +453,10 @@ describe("mcp.podman against a real Podman", function()
         if ev and ev.type == "reconnected" then marker = ev end
       end
       assert.truthy(marker, "no reconnected marker")
+      local late_marker = late:next(5)
+      assert.truthy(late_marker)
+      assert.equals("reconnected", late_marker.type)
+      late:close()
       assert.is_true(podman.remove("outage", { force = true, timeout = 0 }))
       local died
       deadline = now() + 15

@@ -37,24 +37,63 @@ local function service_name(req)
   return name
 end
 
+-- A whole number from the query string, in [min, max]; raises a 400 that
+-- names the parameter otherwise.
+local function query_int(req, key, default, min, max)
+  local raw = req.query[key]
+  if raw == nil or raw == "" then return default end
+  local n = raw:match("^%d+$") and tonumber(raw)
+  if not n or n < min or n > max then
+    api.raise(400, "bad_request", "%s: expected a whole number from %d to %d, got %q", key,
+      min, max, raw)
+  end
+  return n
+end
+
+-- A boolean flag from the query string: 1/true/yes or 0/false/no.
+local function query_flag(req, key)
+  local raw = req.query[key]
+  if raw == nil then return false end
+  local v = ({ ["1"] = true, ["true"] = true, yes = true, [""] = true,
+    ["0"] = false, ["false"] = false, no = false })[raw:lower()]
+  if v == nil then
+    api.raise(400, "bad_request", "%s: expected 1 or 0 (true or false), got %q", key, raw)
+  end
+  return v
+end
+
 local FORMATS = {
   ["application/toml"] = "toml", ["application/x-toml"] = "toml", ["text/toml"] = "toml",
   ["text/x-lua"] = "lua", ["application/x-lua"] = "lua", ["text/lua"] = "lua",
   ["application/json"] = "json",
 }
 
+local function is_json_array(v)
+  local mt = type(v) == "table" and getmetatable(v)
+  return mt and mt.__jsontype == "array" or false
+end
+
 -- Decodes and validates one definition text. Returns def, or nil and the
--- status/body of a 400 that names every problem.
+-- list of every problem (for a 400). A Lua definition runs under the limits
+-- of load-time code (reload.read_definition runs it as a job): an endless
+-- loop or a huge allocation in it fails the request, not the API's task.
 local function parse_definition(text, format, source)
   local reload = require("mcp.reload")
-  local raw, err = reload.read_definition(source, text, format, require("mcp.sandbox"))
-  if raw == nil then return nil, { err } end
   local known = {}
   for name in pairs(gen().policies or {}) do known[name] = true end
-  local def, errs = definition.validate(raw, source, { node = mcp.config.agent.node,
-    allowed_volume_roots = mcp.config.agent.volume_roots, known_policies = known })
-  if not def then return nil, errs end
-  return def
+  local function parse()
+    local raw, err = reload.read_definition(source, text, format, require("mcp.sandbox"))
+    if raw == nil then return nil, { tostring(err or source .. ": empty definition") } end
+    if format == "json" and (type(raw) ~= "table" or is_json_array(raw)) then
+      return nil, { string.format("%s: a definition is a JSON object, got %s", source,
+        is_json_array(raw) and "an array" or type(raw) == "userdata" and "null" or type(raw)) }
+    end
+    return definition.validate(raw, source, { node = mcp.config.agent.node,
+      allowed_volume_roots = mcp.config.agent.volume_roots, known_policies = known })
+  end
+  local def, errs = parse()
+  if not def and type(errs) ~= "table" then errs = { tostring(errs) } end
+  return def, errs
 end
 
 local function invalid(errs)
@@ -95,6 +134,7 @@ function services.show(name)
   local svc = db() and registry.service_get(db(), name)
   if not def and not svc then return nil end
   local rev = svc and registry.revision_current(db(), name)
+  local last = svc and (registry.revision_list(db(), name, 1) or {})[1]
   local rows = {}
   local all = ops.ps() or {}
   for _, c in ipairs(all) do
@@ -113,6 +153,9 @@ function services.show(name)
     outdated = def and svc and svc.spec_hash ~= require("mcp.planner").spec_hash(def) or false,
     revision = rev and { id = rev.id, status = rev.status, error = rev.error,
       created = rev.created, finished = rev.finished } or nil,
+    -- The latest deploy, whatever became of it: a failed one is not current.
+    last_deploy = last and { id = last.id, status = last.status, error = last.error,
+      created = last.created, finished = last.finished } or nil,
     containers = mcp.json.array(rows),
     ports = mcp.json.array(ports),
     events = mcp.json.array(registry.events(db(), { service = name, limit = 20 })),
@@ -274,7 +317,7 @@ end, { summary = "Recreates every deployed service from the registry." })
 
 api.route("POST", "/v1/sync", function(req)
   local j = req.json
-  if type(j) ~= "table" or type(j.definitions) ~= "table" then
+  if type(j) ~= "table" or is_json_array(j) or not is_json_array(j.definitions) then
     return api.error(400, "bad_request", "expected {\"definitions\": [{\"name\", \"format\": "
       .. "\"toml\"|\"lua\"|\"json\", \"text\"}, ...]}")
   end
@@ -335,12 +378,8 @@ end, { summary = "Every managed container." })
 
 api.route("GET", "/v1/services/{name}/logs", function(req)
   local name = service_name(req)
-  local tail = tonumber(req.query.tail or "100")
-  if not tail or tail < 0 or tail % 1 ~= 0 then
-    return api.error(400, "bad_request", "tail: expected a whole number, got %q",
-      tostring(req.query.tail))
-  end
-  local follow = req.query.follow == "1" or req.query.follow == "true"
+  local tail = query_int(req, "tail", 100, 0, 1000000)
+  local follow = query_flag(req, "follow")
   local cs, err = deploy.containers(name)
   if not cs then return api.error(503, "unavailable", "%s", tostring(err)) end
   if #cs == 0 then return api.error(404, "not_found", "service %q has no container", name) end
@@ -380,16 +419,13 @@ end, { summary = "A service's logs as NDJSON {container, stream, line}; follow=1
 
 api.route("GET", "/v1/events", function(req)
   local q = req.query
-  local limit = tonumber(q.limit or "100")
-  local since = tonumber(q.since or "0")
-  if not limit or not since then
-    return api.error(400, "bad_request", "limit and since: expected numbers")
-  end
+  local limit = query_int(req, "limit", 100, 1, 10000)
+  local since = query_int(req, "since", 0, 0, 2 ^ 53)
   local service = q.service
   if service and not definition.valid_name(service) then
     return api.error(400, "invalid_name", "%q is not a service name", service)
   end
-  local follow = q.follow == "1" or q.follow == "true"
+  local follow = query_flag(req, "follow")
   local evs = registry.events(db(), { service = service, since_id = since > 0 and since or nil,
     limit = limit })
   if not follow and not api.wants_stream(req) then
@@ -431,7 +467,8 @@ api.route("GET", "/v1/services/{name}/files/{path...}", function(req)
   local data, err = mcp.fs.read(root, req.params.path,
     { max = mcp.config.api.max_body * 16 })
   if not data then
-    local missing = tostring(err):find("No such file") or tostring(err):find("not found")
+    local e = tostring(err):lower()
+    local missing = e:find("no such file", 1, true) or e:find("not found", 1, true)
     return api.error(missing and 404 or 400, missing and "not_found" or "bad_path", "%s",
       tostring(err))
   end
