@@ -223,10 +223,16 @@ static void watch_fired(uv_poll_t *p, int status, int events)
     (void)events;
     struct httpd_conn *c = p->data;
     uv_poll_stop(p);
-    if (c->suspended)
+    if (c->suspended) {
+        if (c->suspended->task)
+            c->h->st.client_gone++;
         req_gone(c->suspended, "the client went away");
+    }
 }
 
+/* UV_DISCONNECT (EPOLLRDHUP, or an error or hang-up): a client that shuts
+ * down its sending side counts as gone, as it does for nginx; HTTP clients
+ * keep both sides open while they wait for an answer. */
 static void watch_start(struct httpd_conn *c, struct httpd_req *r)
 {
     c->suspended = r;
@@ -280,7 +286,6 @@ static void req_gone(struct httpd_req *r, const char *why)
     if (r->task) {
         char msg[300];
         snprintf(msg, sizeof msg, "api %s %.200s: %s", r->method, r->uri, why);
-        r->h->st.client_gone++;
         r->in_abort = 1;
         task_abort(r->task, msg);
         r->in_abort = 0;
@@ -898,6 +903,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
     if ((r->task || r->writer) && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
         if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
             h->st.slow_clients++;
+        else if (toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+            h->st.client_gone++;
         req_gone(r, toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "the server is closing"
                     : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "the client timed out"
                     : "the client went away");

@@ -675,7 +675,8 @@ static int fs_collect_names(struct fs_guard *g)
     }
     if (errno)
         return errno;
-    qsort(g->names, g->n, sizeof *g->names, fs_cmp_names);
+    if (g->n > 1)       /* an empty directory has no list: qsort(NULL) is undefined */
+        qsort(g->names, g->n, sizeof *g->names, fs_cmp_names);
     return 0;
 }
 

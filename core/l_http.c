@@ -575,6 +575,15 @@ static void hs_read_timeout(uv_timer_t *h)
     task_resume(t, 2);
 }
 
+/* Arms a timer from the real time: uv_now() is only refreshed when the
+ * loop turns, and Lua may have run (or the loop idled in a test) long
+ * enough since for a timeout to fire at once. */
+static void timer_arm(uv_timer_t *t, uv_timer_cb cb, uint64_t ms)
+{
+    uv_update_time(t->loop);
+    uv_timer_start(t, cb, ms, 0);
+}
+
 static void timer_free_cb(uv_handle_t *h)
 {
     free(h);
@@ -633,7 +642,7 @@ static int l_http_stream(lua_State *L)
     lua_pushvalue(L, -1);
     s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (o.timeout > 0)
-        uv_timer_start(s->timer, hs_open_timeout, (uint64_t)(o.timeout * 1000 + 0.5), 0);
+        timer_arm(s->timer, hs_open_timeout, (uint64_t)(o.timeout * 1000 + 0.5));
     return task_wait(L, t, hs_open_cancel, s);
 }
 
@@ -670,7 +679,7 @@ static int l_stream_read(lua_State *L)
     struct task *t = task_check(L, "stream:read");
     s->waiter = t;
     if (timeout >= 0)
-        uv_timer_start(s->timer, hs_read_timeout, (uint64_t)(timeout * 1000 + 0.5), 0);
+        timer_arm(s->timer, hs_read_timeout, (uint64_t)(timeout * 1000 + 0.5));
     return task_wait(L, t, hs_read_cancel, s);
 }
 

@@ -282,6 +282,15 @@ static uv_timer_t *timer_new(struct agent *a, void *data)
     return t;
 }
 
+/* Arms a timer from the real time: uv_now() is only refreshed when the
+ * loop turns, and Lua may have run (or the loop idled in a test) long
+ * enough since for a timeout to fire at once. */
+static void timer_arm(uv_timer_t *t, uv_timer_cb cb, uint64_t ms)
+{
+    uv_update_time(t->loop);
+    uv_timer_start(t, cb, ms, 0);
+}
+
 static void timer_drop(uv_timer_t *t)
 {
     if (t) {
@@ -1536,7 +1545,7 @@ static int l_logstream_read(lua_State *L)
     struct task *t = task_check(L, "logs:read");
     s->waiter = t;
     if (timeout >= 0)
-        uv_timer_start(s->timer, ls_read_timeout, (uint64_t)(timeout * 1000 + 0.5), 0);
+        timer_arm(s->timer, ls_read_timeout, (uint64_t)(timeout * 1000 + 0.5));
     return task_wait(L, t, ls_read_cancel, s);
 }
 
@@ -1592,7 +1601,7 @@ static int logs_follow(lua_State *L, struct podman *p, struct task *t, const cha
     s->opener = t;
     lua_pushvalue(L, -1);
     s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    uv_timer_start(s->timer, ls_open_grace, FOLLOW_GRACE_MS, 0);
+    timer_arm(s->timer, ls_open_grace, FOLLOW_GRACE_MS);
     return task_wait(L, t, ls_open_cancel, s);
 }
 
@@ -1737,7 +1746,7 @@ static void exec_done(void *ud, const struct podman_reply *r)
                 op_fail(op, 0, "the command's exit code never came");
                 return;
             }
-            uv_timer_start(op->retry, exec_retry, 20, 0);
+            timer_arm(op->retry, exec_retry, 20);
             return;
         }
         lua_State *T = task_thread(op->task);
@@ -2446,8 +2455,7 @@ static int l_events_subscribe(lua_State *L)
     s->opener = t;
     lua_pushvalue(L, -1);
     s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    uv_timer_start(s->timer, sub_open_timeout,
-                   (uint64_t)(podman_timeout(p) * 1000 + 0.5), 0);
+    timer_arm(s->timer, sub_open_timeout, (uint64_t)(podman_timeout(p) * 1000 + 0.5));
     return task_wait(L, t, sub_open_cancel, s);
 }
 
@@ -2482,7 +2490,7 @@ static int l_sub_next(lua_State *L)
     struct task *t = task_check(L, "subscription:next");
     s->waiter = t;
     if (timeout >= 0)
-        uv_timer_start(s->timer, sub_next_timeout, (uint64_t)(timeout * 1000 + 0.5), 0);
+        timer_arm(s->timer, sub_next_timeout, (uint64_t)(timeout * 1000 + 0.5));
     return task_wait(L, t, sub_next_cancel, s);
 }
 

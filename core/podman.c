@@ -482,6 +482,7 @@ static void ev_schedule(struct podman *p)
     if (!p->subs || p->ev_waiting || p->ev_call)
         return;
     p->ev_waiting = 1;
+    uv_update_time(p->loop);            /* uv_now() may be stale after long Lua */
     uv_timer_start(p->ev_timer, ev_retry, (uint64_t)(p->ev_backoff * 1000), 0);
     p->ev_backoff = p->ev_backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : p->ev_backoff * 2;
 }

@@ -47,6 +47,7 @@ struct task {
     char abort_msg[256];            /* set once the task must end */
     int aborting;
     char *error;
+    int quiet;                      /* ended by its owner: not a failure to shout about */
     int nresults;
     int keep;                       /* task_run_until_done frees it itself */
 
@@ -261,7 +262,10 @@ static void task_finish(struct task *t, int ok)
     t->state = T_DONE;
     if (t->timer)
         uv_timer_stop(t->timer);
-    if (!ok) {
+    if (!ok && t->quiet) {
+        log_info("task %s (#%llu) ended: %s", t->name, (unsigned long long)t->id,
+                 t->error ? t->error : "?");
+    } else if (!ok) {
         rt->tasks_failed++;
         log_error("task %s (#%llu) failed: %s", t->name, (unsigned long long)t->id,
                   t->error ? t->error : "?");
@@ -295,12 +299,14 @@ static void runq_remove(struct runtime *rt, struct task *t)
     rt->runq_len--;
 }
 
+static void abort_task(struct task *t, const char *err, int quiet);
+
 static void deadline_fired(uv_timer_t *h)
 {
     struct task *t = h->data;
     char msg[160];
     snprintf(msg, sizeof msg, "task %s: deadline of %g s exceeded", t->name, t->limits.timeout);
-    task_abort(t, msg);
+    abort_task(t, msg, 0);
 }
 
 struct task *task_spawn(struct runtime *rt, lua_State *L, int nargs, const char *name,
@@ -471,6 +477,15 @@ int task_wait(lua_State *L, struct task *t, task_cancel_fn cancel, void *op)
 
 void task_abort(struct task *t, const char *err)
 {
+    abort_task(t, err, 1);
+}
+
+/* Ends a task from outside. quiet: its owner ended it (a client went away,
+ * an operator pressed Ctrl-C, the agent stops), which is logged at info; a
+ * limit's end is an error. */
+static void abort_task(struct task *t, const char *err, int quiet)
+{
+    t->quiet = quiet;
     switch (t->state) {
     case T_DONE:
         return;

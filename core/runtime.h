@@ -82,8 +82,9 @@ int task_wait(lua_State *L, struct task *t, task_cancel_fn cancel, void *op);
  * Must be called from a loop callback, never from inside Lua. */
 void task_resume(struct task *t, int nresults);
 
-/* Ends a task from outside (console Ctrl-C, shutdown): its pending operation
- * is cancelled and it finishes with err as its error. */
+/* Ends a task from outside (console Ctrl-C, a client gone, shutdown): its
+ * pending operation is cancelled and it finishes with err as its error,
+ * logged at info (its owner asked for it). */
 void task_abort(struct task *t, const char *err);
 
 lua_State *task_thread(struct task *t);

@@ -104,7 +104,16 @@ static int fuzz_lua_known(const char *msg)
 
 static void fuzz_lua_die(const char *what, const char *msg)
 {
-    fprintf(stderr, "fuzz: %s: %s\n", what, msg ? msg : "?");
+    fprintf(stderr, "fuzz: %s: ", what);
+    /* Shown escaped: a message may quote the input, bytes and all. */
+    for (const char *p = msg ? msg : "?"; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\n' || c == '\t' || (c >= 32 && c < 127))
+            fputc(c, stderr);
+        else
+            fprintf(stderr, "\\x%02x", c);
+    }
+    fputc('\n', stderr);
     abort();
 }
 

@@ -41,7 +41,7 @@ say() { printf 'demo: %s\n' "$*" >&2; }
 # Packages: scripts/deps.sh installs only what is missing, and is quick
 # when nothing is.
 DEPS_QUIET=1 sh "$ROOT/scripts/deps.sh"
-[ -x "$AGENT" ] && [ -x "$CLI" ] || { say "build first: make"; exit 1; }
+if [ ! -x "$AGENT" ] || [ ! -x "$CLI" ]; then say "build first: make"; exit 1; fi
 
 if curl -s -o /dev/null --max-time 2 "$API/v1/health"; then
     say "something answers on $API already (another demo?); stop it first"
@@ -54,15 +54,16 @@ if [ -d "$PODMAN_DIR" ]; then $AS_OWNER "$PODMAN_ENV" stop "$PODMAN_DIR" >/dev/n
 rm -rf "$DEMO"
 mkdir -p "$DEMO/data/services"
 
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
     trap - EXIT INT TERM
-    [ -n "${DEPLOYER:-}" ] && kill "$DEPLOYER" 2>/dev/null
+    if [ -n "${DEPLOYER:-}" ]; then kill "$DEPLOYER" 2>/dev/null || true; fi
     say "stopping Podman's service and removing the demo's containers"
     $AS_OWNER "$PODMAN_ENV" stop "$PODMAN_DIR" >/dev/null 2>&1 || true
-    say "done; the registry and logs stay in $DEMO/data"
+    say "done; the registry stays in $DEMO/data"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 0' INT TERM           # Ctrl-C is how the demo ends
 
 say "starting a private Podman service in $PODMAN_DIR"
 $AS_OWNER "$PODMAN_ENV" start "$PODMAN_DIR"
@@ -85,7 +86,7 @@ chmod 600 "$DEMO/token"
         [ $i -lt 150 ] || { say "the agent did not answer on $API"; exit 1; }
         sleep 0.2
     done
-    export MCP_AGENT_URL="$API" MCP_TOKEN="$TOKEN"
+    export MCP_AGENT_URL="$API" MCP_TOKEN="$TOKEN" MCP_NODE=demo
     say "deploying examples/services/hello.toml: mcp deploy hello"
     out=$($AS_OWNER "$CLI" deploy hello 2>&1) || { printf '%s\n' "$out" >&2; exit 1; }
     printf '%s\n' "$out" >&2
@@ -95,7 +96,7 @@ chmod 600 "$DEMO/token"
   hello serves on  http://127.0.0.1:$port/
 
   Try, in another shell:
-    export MCP_AGENT_URL=$API MCP_TOKEN=$TOKEN
+    export MCP_AGENT_URL=$API MCP_TOKEN=$TOKEN MCP_NODE=demo
     $CLI ps
     $CLI status hello
     $CLI logs hello

@@ -113,7 +113,7 @@ function agent.reload(why)
     end
   end
   return { generation = gen.id, previous = prev and prev.id, files = gen.files,
-    took_ms = gen.took_ms }
+    took_ms = gen.took_ms, phases = gen.phases }
 end
 
 -- A watched file changed (debounced by the core): the same reload. The

@@ -481,16 +481,35 @@ function monitor.on_event(ev)
     if c then c.running, c.state = false, action == "remove" and "removed" or "exited" end
     forget_health(name)
     if action == "remove" then s.containers[name] = nil end
-    if action == "stop" then return end  -- its died event follows
     -- Events of a container the agent itself is replacing are not drift, nor
     -- are those of an older revision's container that a deploy removed.
     if busy(service) then return end
     local cur = registry.revision_current(mcp.state.db, service)
     local rev = attrs["mcp.revision"]
     if cur and rev and rev ~= cur.id then return end
+    if action == "stop" then return monitor.stopped_outside(service, component, name) end
     local code = tonumber(attrs.containerExitCode)
     monitor.container_gone(service, component, code, action)
   end
+end
+
+-- A `podman stop` the agent did not do (its own stops happen under the
+-- service's lock, or after the service was made inactive, or are marked).
+-- Like Podman's own restart policies, `always` restarts the container, and
+-- `unless-stopped` and `on-failure` leave it stopped until an operator
+-- starts, restarts or deploys the service.
+function monitor.stopped_outside(service, component, name)
+  local rev = desired()[service]
+  if not rev or booting() then return end
+  local comp = component_of(rev, component)
+  if not comp or comp.restart == "always" or comp.restart == "no" then return end
+  local r = restarts_of(service .. "/" .. component)
+  if r.stopped or r.pending then return end
+  r.stopped = "stopped outside the agent"
+  events.emit({ kind = "stopped", service = service, component = component,
+    message = string.format("%s was stopped outside the agent (podman stop); restart = %s "
+      .. "leaves it stopped until `mcp start %s`", name, comp.restart, service),
+    data = { cause = "outside" } })
 end
 
 ----------------------------------------------------------------------------

@@ -517,7 +517,7 @@ function ops.ps()
     local name = (c.Names or {})[1]
     local hs = h[name]
     local ports = {}
-    for _, p in ipairs(c.Ports or {}) do
+    for _, p in ipairs(type(c.Ports) == "table" and c.Ports or {}) do
       ports[#ports + 1] = string.format("%s:%d->%d", p.host_ip ~= "" and p.host_ip or "*",
         p.host_port, p.container_port)
     end

@@ -356,6 +356,12 @@ function reload.build(opts)
   local prev = mcp.state.gen
   local gen = { id = (prev and prev.id or 0) + 1, installed = false }
   local lib_dir = cfg.agent.lib_dir
+  local phases = {}
+  local function phase(name, since)
+    local t = mcp.timer.monotime()
+    phases[name] = math.floor((t - since) * 1e5 + 0.5) / 100
+    return t
+  end
 
   -- 1. The library.
   local progress = {}
@@ -374,6 +380,7 @@ function reload.build(opts)
     end
   end
   local sandbox = lib["mcp.sandbox"]
+  local t1 = phase("library_ms", t0)
 
   -- 2. Operator code: every file a job of its own, all started at once.
   local errors = {}
@@ -409,6 +416,7 @@ function reload.build(opts)
       end
     end
     job_wait(jobs)
+    t1 = phase("files_ms", t1)
 
     local broken = {}   -- policies that did not load: no "unknown policy" for them too
     for _, j in ipairs(jobs) do
@@ -462,6 +470,7 @@ function reload.build(opts)
         defs, def_sources = d, s
         for _, e in ipairs(verrs) do errors[#errors + 1] = e end
       end
+      phase("definitions_ms", t1)
     end
   end
   if #errors > 0 then return nil, errors end
@@ -471,6 +480,7 @@ function reload.build(opts)
   gen.definitions, gen.sources = defs, def_sources
   gen.files = nfiles
   gen.took_ms = (mcp.timer.monotime() - t0) * 1000
+  gen.phases = phases
   gen.at = mcp.now()
   return gen
 end

@@ -79,35 +79,72 @@ local FORBIDDEN = {
 }
 sandbox.FORBIDDEN = FORBIDDEN
 
--- A read-only view of t: a copy whose writes raise. Missing names listed in
--- forbidden raise too, with the reason.
+-- Read-only views: an empty proxy whose reads fall through to a copy of the
+-- table, so that every write, also to a name that exists, reaches
+-- __newindex and raises. views maps a proxy to its copy, for the sandbox's
+-- pairs, next, ipairs and rawget, which see through it.
+local views = setmetatable({}, { __mode = "k" })
+
+local function readonly_error(name)
+  return function(_, k)
+    error(string.format("%s is read-only in the sandbox (tried to set %s)",
+      name == "_G" and "the sandbox" or name,
+      name == "_G" and tostring(k) or (name .. "." .. tostring(k))), 2)
+  end
+end
+
+-- A read-only view of t, recursively. Missing names listed in FORBIDDEN[name]
+-- raise, with the reason.
 local function readonly(t, name, seen)
   seen = seen or {}
   if seen[t] then return seen[t] end
-  local proxy = {}
+  local data = {}
+  local proxy = setmetatable({}, { __index = data, __newindex = readonly_error(name),
+    __metatable = false })
   seen[t] = proxy
+  views[proxy] = data
   for k, v in pairs(t) do
     if type(v) == "table" and getmetatable(v) == nil then
-      proxy[k] = readonly(v, name == "_G" and tostring(k) or (name .. "." .. tostring(k)),
+      data[k] = readonly(v, name == "_G" and tostring(k) or (name .. "." .. tostring(k)),
         seen)
     else
-      proxy[k] = v
+      data[k] = v
     end
   end
   local forbidden = FORBIDDEN[name]
-  return setmetatable(proxy, {
-    __newindex = function(_, k)
-      error(string.format("%s is read-only in the sandbox (tried to set %s)",
-        name == "_G" and "the sandbox" or name,
-        name == "_G" and tostring(k) or (name .. "." .. tostring(k))), 2)
-    end,
-    __index = forbidden and function(_, k)
+  if forbidden then
+    setmetatable(data, { __index = function(_, k)
       local why = forbidden[k]
       if why then error(why, 2) end
       return nil
-    end or nil,
-    __metatable = false,
-  })
+    end })
+  end
+  return proxy
+end
+
+local function view_next(t, k)
+  return next(views[t] or t, k)
+end
+
+local function view_pairs(t)
+  if views[t] then return view_next, t, nil end
+  return pairs(t)
+end
+
+local function view_ipairs(t)
+  return ipairs(views[t] or t)
+end
+
+local function view_rawget(t, k)
+  return rawget(views[t] or t, k)
+end
+
+-- A deep copy of plain data (the agent's config for one file).
+local function data_copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = data_copy(x) end
+  return setmetatable(out, getmetatable(v))
 end
 
 local function copy_lib(lib, except)
@@ -143,18 +180,16 @@ end
 local own_mts = setmetatable({}, { __mode = "k" })
 
 local function sandbox_getmetatable(v)
-  if type(v) ~= "table" then return nil end
-  local mt = getmetatable(v)
-  if mt ~= nil and type(mt) == "table" and not own_mts[mt] then return nil end
-  return mt
+  if type(v) ~= "table" or not own_mts[debug.getmetatable(v) or false] then return nil end
+  return getmetatable(v)
 end
 
 local function sandbox_setmetatable(t, mt)
   if type(t) ~= "table" then
     error("bad argument #1 to 'setmetatable' (table expected, got " .. type(t) .. ")", 2)
   end
-  local cur = getmetatable(t)
-  if cur ~= nil and not (type(cur) == "table" and own_mts[cur]) then
+  local cur = debug.getmetatable(t)
+  if cur ~= nil and not own_mts[cur] then
     error("setmetatable: cannot change the metatable of a table the agent owns", 2)
   end
   if mt ~= nil and type(mt) ~= "table" then
@@ -187,10 +222,10 @@ local function build_base()
   local m = {}
   for _, k in ipairs(MCP_ALLOWED) do m[k] = mcp[k] end
   local base = {
-    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
-    pcall = pcall, select = select, tonumber = tonumber, tostring = tostring,
-    type = type, unpack = unpack, xpcall = xpcall, rawequal = rawequal,
-    rawget = rawget, setmetatable = sandbox_setmetatable,
+    assert = assert, error = error, ipairs = view_ipairs, next = view_next,
+    pairs = view_pairs, pcall = pcall, select = select, tonumber = tonumber,
+    tostring = tostring, type = type, unpack = unpack, xpcall = xpcall,
+    rawequal = rawequal, rawget = view_rawget, setmetatable = sandbox_setmetatable,
     getmetatable = sandbox_getmetatable,
     string = copy_lib(string, { dump = true }),
     table = copy_lib(table),
@@ -200,6 +235,18 @@ local function build_base()
     mcp = m,
   }
   return readonly(base, "_G")
+end
+
+-- The mcp of one file: the shared read-only bindings, and mcp.config as a
+-- copy of its own (what it changes there, it changes for itself).
+local function file_mcp(shared)
+  local data = setmetatable({}, getmetatable(views[shared]))
+  for k, v in pairs(views[shared]) do data[k] = v end
+  data.config = mcp.config and data_copy(mcp.config) or nil
+  local proxy = setmetatable({}, { __index = data, __newindex = readonly_error("mcp"),
+    __metatable = false })
+  views[proxy] = data
+  return proxy
 end
 
 local base
@@ -218,6 +265,7 @@ function sandbox.env(name, extra)
   end
   env.load = safe_load(env)
   env.loadstring = env.load
+  env.mcp = file_mcp(views[base].mcp)
   if extra then
     for k, v in pairs(extra) do env[k] = v end
   end

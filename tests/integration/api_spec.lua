@@ -927,19 +927,32 @@ describe("the OpenAPI description", function()
     return assert(mcp.json.decode(text or out), out)
   end
 
-  it("describes every route the server answers", function()
+  -- A pattern with its parameters' names left out: /v1/services/{}/files/{}.
+  local function shape(pattern)
+    return (pattern:gsub("{[%w_]+%.?%.?%.?}", "{}"))
+  end
+
+  it("describes every route the server answers, and no route it does not", function()
     assert.truthy(read_file(spec_path), "docs/openapi.yaml is missing")
     local routes = server_routes()
     assert.is_true(#routes >= 20, #routes .. " routes")
     local openapi = require("tests.lib.openapi")
     local spec = openapi.load(spec_path)
-    local missing = {}
+    local missing, served = {}, {}
     for _, r in ipairs(routes) do
+      served[r.method .. " " .. shape(r.pattern)] = true
       if not openapi.find(spec, r.method, r.pattern) then
         missing[#missing + 1] = r.method .. " " .. r.pattern
       end
     end
     assert.same({}, missing)
+    local extra = {}
+    for _, op in ipairs(openapi.operations(spec)) do
+      if not served[op.method .. " " .. shape(op.path)] then
+        extra[#extra + 1] = op.method .. " " .. op.path
+      end
+    end
+    assert.same({}, extra)
   end)
 
   it("matches the schema of every answer this spec saw", function()

@@ -7,6 +7,18 @@ local agent_env = require("tests.env.agent_env")
 
 local IMAGE = podman_env.image1
 
+-- Service names unique to this run: /srv/<service> is on the host, where
+-- another run of the suite may be using the same names at the same time.
+local function suffix()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local b = f:read(3)
+  f:close()
+  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+local SFX = suffix()
+local BDB, BAPI, BWEB = "bt-db-" .. SFX, "bt-api-" .. SFX, "bt-web-" .. SFX
+local SAPP, SDB, SEXTRA = "st-app-" .. SFX, "st-db-" .. SFX, "st-extra-" .. SFX
+
 local function web(name, opts)
   opts = opts or {}
   local deps = ""
@@ -97,16 +109,16 @@ end
 
 describe("an agent restart", function()
   local env, agent
-  local NAMES = { "bt-db", "bt-api", "bt-web" }
+  local NAMES = { BDB, BAPI, BWEB }
 
   setup(function()
     env = podman_env.start()
-    os.execute("rm -rf /srv/bt-db /srv/bt-api /srv/bt-web")
+    os.execute(("rm -rf /srv/" .. BDB .. " /srv/" .. BAPI .. " /srv/" .. BWEB))
     agent = agent_env.start({ podman = env, config = '[monitor]\nrelist_interval = "2s"\n',
       services = {
-        ["bt-db"] = web("bt-db"),
-        ["bt-api"] = web("bt-api", { depends_on = { "bt-db" } }),
-        ["bt-web"] = web("bt-web", { depends_on = { "bt-api" } }),
+        [BDB] = web(BDB),
+        [BAPI] = web(BAPI, { depends_on = { BDB } }),
+        [BWEB] = web(BWEB, { depends_on = { BAPI } }),
       } })
     for _, n in ipairs(NAMES) do deploy(agent, n) end
   end)
@@ -114,14 +126,14 @@ describe("an agent restart", function()
   teardown(function()
     if agent then agent:stop() end
     if env then env:stop() end
-    os.execute("rm -rf /srv/bt-db /srv/bt-api /srv/bt-web")
+    os.execute(("rm -rf /srv/" .. BDB .. " /srv/" .. BAPI .. " /srv/" .. BWEB))
   end)
 
   it("brings back the containers removed while it was down, dependencies first", function()
     local before = ids(env, NAMES)
     local mark = last_id(agent)
     agent:halt()
-    for _, n in ipairs({ "bt-web", "bt-db" }) do
+    for _, n in ipairs({ BWEB, BDB }) do
       local out, code = env:podman({ "rm", "-f", n .. "-web" })
       assert.equal(0, code, out)
     end
@@ -129,17 +141,17 @@ describe("an agent restart", function()
     wait_running(env, NAMES)
     wait_boot_done(agent)
     local after = ids(env, NAMES)
-    assert.equal(before["bt-api"], after["bt-api"])          -- left alone
-    assert.are_not.equal(before["bt-db"], after["bt-db"])
-    assert.are_not.equal(before["bt-web"], after["bt-web"])
+    assert.equal(before[BAPI], after[BAPI])          -- left alone
+    assert.are_not.equal(before[BDB], after[BDB])
+    assert.are_not.equal(before[BWEB], after[BWEB])
     -- bt-db (what bt-api, and so bt-web, depend on) first.
-    local db = event_after(agent, "bt-db", "recovered", mark)
-    local w = event_after(agent, "bt-web", "recovered", mark)
+    local db = event_after(agent, BDB, "recovered", mark)
+    local w = event_after(agent, BWEB, "recovered", mark)
     assert.is_truthy(db)
     assert.is_truthy(w)
     assert.is_true(db.id < w.id)
-    assert.is_nil(event_after(agent, "bt-api", "recovered", mark))
-    assert.is_true(inspect(env, "bt-db-web").created < inspect(env, "bt-web-web").created)
+    assert.is_nil(event_after(agent, BAPI, "recovered", mark))
+    assert.is_true(inspect(env, (BDB .. "-web")).created < inspect(env, (BWEB .. "-web")).created)
     -- and the monitor checks them again
     agent_env.wait_for(function()
       local _, body = agent:api("GET", "/v1/ps")
@@ -172,8 +184,8 @@ end)
 
 describe("[[boot.sequence]] stages", function()
   local env, agent
-  local NAMES = { "st-app", "st-db", "st-extra" }
-  local READY = "/srv/st-db/ready"
+  local NAMES = { SAPP, SDB, SEXTRA }
+  local READY = ("/srv/" .. SDB .. "/ready")
 
   local function stages(blocking)
     return string.format([==[
@@ -182,15 +194,15 @@ relist_interval = "2s"
 
 [[boot.sequence]]
 name = "data"
-services = ["st-db"]
+services = ["%s"]
 timeout = "6s"
 blocking = %s
 
 [[boot.sequence]]
 name = "apps"
-services = ["st-app"]
+services = ["%s"]
 timeout = "30s"
-]==], tostring(blocking))
+]==], SDB, tostring(blocking), SAPP)
   end
 
   local function set_blocking(blocking)
@@ -205,18 +217,18 @@ timeout = "30s"
 
   setup(function()
     env = podman_env.start()
-    os.execute("rm -rf /srv/st-app /srv/st-db /srv/st-extra")
-    os.execute("mkdir -p /srv/st-db && touch " .. READY)
+    os.execute(("rm -rf /srv/" .. SAPP .. " /srv/" .. SDB .. " /srv/" .. SEXTRA))
+    os.execute(("mkdir -p /srv/" .. SDB .. " && touch ") .. READY)
     agent = agent_env.start({ podman = env, config = stages(true), services = {
       -- Alphabetically, and by depends_on (none), st-app would come first;
       -- the stages put st-db first.
-      ["st-db"] = web("st-db", { component = 'on_unhealthy = "none"', health = [[
+      [SDB] = web(SDB, { component = 'on_unhealthy = "none"', health = string.format([[
 kind = "exec"
-command = ["sh", "-c", "test -f /srv/st-db/ready"]
+command = ["sh", "-c", "test -f %s"]
 interval = "0.5s"
-timeout = "0.5s"]] }),
-      ["st-app"] = web("st-app"),
-      ["st-extra"] = web("st-extra"),
+timeout = "0.5s"]], READY) }),
+      [SAPP] = web(SAPP),
+      [SEXTRA] = web(SEXTRA),
     } })
     for _, n in ipairs(NAMES) do deploy(agent, n) end
   end)
@@ -224,7 +236,7 @@ timeout = "0.5s"]] }),
   teardown(function()
     if agent then agent:stop() end
     if env then env:stop() end
-    os.execute("rm -rf /srv/st-app /srv/st-db /srv/st-extra")
+    os.execute(("rm -rf /srv/" .. SAPP .. " /srv/" .. SDB .. " /srv/" .. SEXTRA))
   end)
 
   it("brings a stage's services back, healthy, before the next stage's", function()
@@ -235,16 +247,16 @@ timeout = "0.5s"]] }),
     wait_running(env, NAMES)
     local body = wait_boot_done(agent)
     assert.is_nil(body.monitor.boot.failed_stage)
-    local db_up = event_after(agent, "st-db", "healthy", mark)
-    local app = event_after(agent, "st-app", "recovered", mark)
-    local extra = event_after(agent, "st-extra", "recovered", mark)
+    local db_up = event_after(agent, SDB, "healthy", mark)
+    local app = event_after(agent, SAPP, "recovered", mark)
+    local extra = event_after(agent, SEXTRA, "recovered", mark)
     assert.is_truthy(db_up and app and extra)
-    assert.is_true(db_up.id < app.id, "st-db healthy before st-app is recovered")
+    assert.is_true(db_up.id < app.id, (SDB .. " healthy before " .. SAPP .. " is recovered"))
     local app_up = agent_env.wait_for(function()
-      return event_after(agent, "st-app", "healthy", mark)
-    end, 30, "st-app healthy")
+      return event_after(agent, SAPP, "healthy", mark)
+    end, 30, (SAPP .. " healthy"))
     -- What no stage names comes after the last stage.
-    assert.is_true(app_up.id < extra.id, "st-app healthy before st-extra is recovered")
+    assert.is_true(app_up.id < extra.id, (SAPP .. " healthy before " .. SEXTRA .. " is recovered"))
     local stage_evs = events_of(agent, nil, "boot_stage")
     assert.equal("data", stage_evs[#stage_evs - 1].data.stage)
     assert.equal("apps", stage_evs[#stage_evs].data.stage)
@@ -260,22 +272,22 @@ timeout = "0.5s"]] }),
     assert.equal("data", body.monitor.boot.failed_stage)
     local held = {}
     for _, h in ipairs(body.monitor.boot.held) do held[#held + 1] = h.service end
-    assert.same({ "st-app", "st-extra" }, held)
+    assert.same({ SAPP, SEXTRA }, held)
     local failed = event_after(agent, nil, "boot_stage_failed", mark)
     assert.is_truthy(failed)
     assert.equal("data", failed.data.stage)
     assert.is_true(failed.data.blocking)
     -- st-db was brought back (and runs, unhealthy); the later ones stay
     -- down, also across several re-lists of the monitor.
-    assert.equal("running", inspect(env, "st-db-web").state)
+    assert.equal("running", inspect(env, (SDB .. "-web")).state)
     agent_env.sleep(5)
-    assert.is_nil(inspect(env, "st-app-web"))
-    assert.is_nil(inspect(env, "st-extra-web"))
-    assert.is_nil(event_after(agent, "st-app", "recovered", mark))
+    assert.is_nil(inspect(env, (SAPP .. "-web")))
+    assert.is_nil(inspect(env, (SEXTRA .. "-web")))
+    assert.is_nil(event_after(agent, SAPP, "recovered", mark))
     -- An operator's start brings a held service back.
-    local out, code, err = agent:cli("start st-app")
+    local out, code, err = agent:cli(("start " .. SAPP))
     assert.equal(0, code, out .. err)
-    wait_running(env, { "st-app" })
+    wait_running(env, { SAPP })
   end)
 
   it("goes on past a failing stage that is not blocking", function()
@@ -291,6 +303,6 @@ timeout = "0.5s"]] }),
     local failed = event_after(agent, nil, "boot_stage_failed", mark)
     assert.is_truthy(failed)
     assert.is_false(failed.data.blocking)
-    assert.is_true(failed.id < event_after(agent, "st-app", "recovered", mark).id)
+    assert.is_true(failed.id < event_after(agent, SAPP, "recovered", mark).id)
   end)
 end)

@@ -6,6 +6,19 @@ local agent_env = require("tests.env.agent_env")
 
 local IMAGE = podman_env.image1
 
+-- Service names unique to this run: /srv/<service> is on the host, where
+-- another run of the suite may be using the same names at the same time.
+local function suffix()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local b = f:read(3)
+  f:close()
+  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+local SFX = suffix()
+local HTTP, TCP, EXEC, DEAF = "hc-http-" .. SFX, "hc-tcp-" .. SFX, "hc-exec-" .. SFX,
+  "hc-deaf-" .. SFX
+local function esc(s) return (s:gsub("%-", "%%-")) end
+
 -- A policy that does not wait for health: a service whose check never
 -- passes still gets deployed, so the monitor's verdict can be watched.
 local NOWAIT = [[
@@ -39,25 +52,24 @@ port = %s
 end
 
 local SERVICES = {
-  -- names unique to this spec: /srv/<name> is on the host
-  ["hc-http"] = service("hc-http", [[
+  [HTTP] = service(HTTP, [[
 kind = "http"
 path = "/"
 expect_status = 200
 expect_body = "hello from mcp-test"
 interval = "0.5s"
 timeout = "0.5s"]]),
-  ["hc-tcp"] = service("hc-tcp", [[
+  [TCP] = service(TCP, [[
 kind = "tcp"
 interval = "0.5s"
 timeout = "0.5s"]]),
-  ["hc-exec"] = service("hc-exec", [[
+  [EXEC] = service(EXEC, [[
 kind = "exec"
 command = ["sh", "-c", "test -d /www"]
 interval = "0.5s"
 timeout = "0.5s"]]),
   -- the route goes to container port 9999, where nothing listens
-  ["hc-deaf"] = service("hc-deaf", [[
+  [DEAF] = service(DEAF, [[
 kind = "http"
 interval = "0.5s"
 timeout = "0.5s"
@@ -98,7 +110,7 @@ describe("health checks", function()
     agent = agent_env.start({ podman = env, services = SERVICES,
       policies = { nowait = NOWAIT },
       config = "[monitor]\nrelist_interval = \"2s\"\nrestart_first = \"0.5s\"\n" })
-    for _, name in ipairs({ "hc-http", "hc-tcp", "hc-exec", "hc-deaf" }) do
+    for _, name in ipairs({ HTTP, TCP, EXEC, DEAF }) do
       local status, body = agent:api("POST", "/v1/services/" .. name .. "/deploy")
       assert.equal(200, status, name .. ": " .. tostring(body and body.error
         and body.error.message) .. "\n" .. agent:log_tail())
@@ -108,11 +120,11 @@ describe("health checks", function()
   teardown(function()
     if agent then agent:stop() end
     if env then env:stop() end
-    os.execute("rm -rf /srv/hc-http /srv/hc-tcp /srv/hc-exec /srv/hc-deaf")
+    os.execute(("rm -rf /srv/" .. HTTP .. " /srv/" .. TCP .. " /srv/" .. EXEC .. " /srv/" .. DEAF))
   end)
 
   for _, kind in ipairs({ "http", "tcp", "exec" }) do
-    local name = "hc-" .. kind
+    local name = ({ http = HTTP, tcp = TCP, exec = EXEC })[kind]
     it("turns a container healthy with a passing " .. kind .. " check", function()
       local row = wait_health(agent, name, "healthy")
       assert.equal("running", row.state)
@@ -134,22 +146,22 @@ describe("health checks", function()
   end
 
   it("turns a container unhealthy after `failures` misses when nothing listens", function()
-    local row = wait_health(agent, "hc-deaf", "unhealthy")
+    local row = wait_health(agent, DEAF, "unhealthy")
     assert.equal("running", row.state)          -- on_unhealthy = none: left running
-    local evs = events_of(agent, "hc-deaf", "unhealthy")
+    local evs = events_of(agent, DEAF, "unhealthy")
     assert.equal(1, #evs)
     assert.equal(3, evs[1].data.misses)
     assert.equal("starting", evs[1].data.previous)
-    assert.equal(0, #events_of(agent, "hc-deaf", "healthy"))
-    assert.equal(0, #events_of(agent, "hc-deaf", "restart_scheduled"))
+    assert.equal(0, #events_of(agent, DEAF, "healthy"))
+    assert.equal(0, #events_of(agent, DEAF, "restart_scheduled"))
 
-    local status, svc = agent:api("GET", "/v1/services/hc-deaf")
+    local status, svc = agent:api("GET", ("/v1/services/" .. DEAF))
     assert.equal(200, status)
     assert.equal("unhealthy", svc.containers[1].health)
   end)
 
   it("counts checks and states in /metrics and the monitor in /v1/status", function()
-    wait_health(agent, "hc-deaf", "unhealthy")
+    wait_health(agent, DEAF, "unhealthy")
     local status, _, text = agent:api("GET", "/metrics")
     assert.equal(200, status)
     for _, kind in ipairs({ "http", "tcp", "exec" }) do
@@ -158,8 +170,8 @@ describe("health checks", function()
       assert.is_true(n and n > 0, kind .. " passes counted:\n" .. text)
     end
     assert.matches('mcp_health_checks_total{kind="http",result="fail"} %d+', text)
-    assert.matches('mcp_health_status{component="web",container="hc%-deaf%-web",'
-      .. 'service="hc%-deaf",state="unhealthy"} 1', text)
+    assert.matches('mcp_health_status{component="web",container="' .. esc(DEAF) .. '%-web",'
+      .. 'service="' .. esc(DEAF) .. '",state="unhealthy"} 1', text)
     assert.matches('mcp_events_total{kind="unhealthy"} 1', text)
 
     local st, body = agent:api("GET", "/v1/status")
@@ -171,9 +183,9 @@ describe("health checks", function()
   end)
 
   it("records the health of each container in the registry", function()
-    wait_health(agent, "hc-deaf", "unhealthy")
+    wait_health(agent, DEAF, "unhealthy")
     local out, code = agent:eval('require("mcp.registry").health_get(mcp.state.db, '
-      .. '"hc-deaf-web").state')
+      .. '"' .. DEAF .. '-web").state')
     assert.equal(0, code, out)
     assert.matches("unhealthy", out)
   end)

@@ -6,6 +6,19 @@ local agent_env = require("tests.env.agent_env")
 
 local IMAGE = podman_env.image1
 
+-- Service names unique to this run: /srv/<service> is on the host, where
+-- another run of the suite may be using the same names at the same time.
+local function suffix()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local b = f:read(3)
+  f:close()
+  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+local SFX = suffix()
+local KILL, SICK, MA, MB = "mon-kill-" .. SFX, "mon-sick-" .. SFX, "mon-a-" .. SFX,
+  "mon-b-" .. SFX
+local function esc(s) return (s:gsub("%-", "%%-")) end
+
 -- A quick monitor: restarts after 0.5 s, doubling; more than 3 restarts in a
 -- minute is flapping; a full re-list every 2 s.
 local MONITOR = [[
@@ -76,28 +89,28 @@ describe("the monitor", function()
 
   setup(function()
     env = podman_env.start()
-    os.execute("rm -rf /srv/mon-kill /srv/mon-sick /srv/mon-a /srv/mon-b")
+    os.execute(("rm -rf /srv/" .. KILL .. " /srv/" .. SICK .. " /srv/" .. MA .. " /srv/" .. MB))
     agent = agent_env.start({ podman = env, config = MONITOR, services = {
-      ["mon-kill"] = web("mon-kill", QUICK_HTTP),
-      ["mon-sick"] = web("mon-sick", [[
+      [KILL] = web(KILL, QUICK_HTTP),
+      [SICK] = web(SICK, [[
 kind = "http"
 path = "/ok.txt"
 expect_body = "alive"
 interval = "0.5s"
 timeout = "0.5s"
-failures = 2]], { root = "/srv/mon-sick" }),
-      ["mon-a"] = web("mon-a", QUICK_HTTP),
-      ["mon-b"] = web("mon-b", QUICK_HTTP),
+failures = 2]], { root = "/srv/" .. SICK }),
+      [MA] = web(MA, QUICK_HTTP),
+      [MB] = web(MB, QUICK_HTTP),
     } })
     -- The file the check of mon-sick looks for, in its bind-mounted /srv dir.
-    os.execute("mkdir -p /srv/mon-sick && echo alive > /srv/mon-sick/ok.txt")
-    for _, name in ipairs({ "mon-kill", "mon-sick", "mon-a", "mon-b" }) do deploy(agent, name) end
+    os.execute(("mkdir -p /srv/" .. SICK .. " && echo alive > /srv/" .. SICK .. "/ok.txt"))
+    for _, name in ipairs({ KILL, SICK, MA, MB }) do deploy(agent, name) end
   end)
 
   teardown(function()
     if agent then agent:stop() end
     if env then env:stop() end
-    os.execute("rm -rf /srv/mon-kill /srv/mon-sick /srv/mon-a /srv/mon-b")
+    os.execute(("rm -rf /srv/" .. KILL .. " /srv/" .. SICK .. " /srv/" .. MA .. " /srv/" .. MB))
   end)
 
   describe("when an operator kills a managed container again and again", function()
@@ -106,24 +119,24 @@ failures = 2]], { root = "/srv/mon-sick" }),
     it("restarts it, waiting longer before each restart", function()
       for i = 1, 3 do
         agent_env.wait_for(function()
-          local row = ps_row(agent, "mon-kill")
+          local row = ps_row(agent, KILL)
           return row and row.state == "running" and row.health == "healthy"
-        end, 30, "mon-kill to run and be healthy before kill " .. i)
-        local _, id_before = container_state(env, "mon-kill-web")
+        end, 30, (KILL .. " to run and be healthy before kill ") .. i)
+        local _, id_before = container_state(env, (KILL .. "-web"))
         local t_kill = agent_env.now()
-        local out, code = env:podman({ "kill", "mon-kill-web" })
+        local out, code = env:podman({ "kill", (KILL .. "-web") })
         assert.equal(0, code, out)
         local ev = agent_env.wait_for(function()
-          local evs = events_of(agent, "mon-kill", "restarted")
+          local evs = events_of(agent, KILL, "restarted")
           return #evs >= i and evs[i]
         end, 30, "restart " .. i)
         delays[i] = ev.data.delay
         assert.equal("exited", ev.data.cause)
         -- Noticed from Podman's event stream, not at the next re-list.
-        local sched = events_of(agent, "mon-kill", "restart_scheduled")[i]
+        local sched = events_of(agent, KILL, "restart_scheduled")[i]
         assert.is_true(sched.time - t_kill < 1, string.format("noticed after %.2fs",
           sched.time - t_kill))
-        local st, id_after = container_state(env, "mon-kill-web")
+        local st, id_after = container_state(env, (KILL .. "-web"))
         assert.equal("running", st)
         assert.equal(id_before, id_after)      -- started again, not recreated
       end
@@ -132,11 +145,11 @@ failures = 2]], { root = "/srv/mon-sick" }),
       assert.is_true(delays[2] > delays[1], table.concat(delays, ", "))
       assert.is_true(delays[3] > delays[2], table.concat(delays, ", "))
       assert.is_true(delays[3] > 1.79 and delays[3] <= 2, tostring(delays[3]))
-      local scheduled = events_of(agent, "mon-kill", "restart_scheduled")
+      local scheduled = events_of(agent, KILL, "restart_scheduled")
       assert.equal(3, #scheduled)
       for i, e in ipairs(scheduled) do assert.equal(i, e.data.attempt) end
       -- The events' timestamps agree: each restart came its delay after the kill.
-      local restarted = events_of(agent, "mon-kill", "restarted")
+      local restarted = events_of(agent, KILL, "restarted")
       for i = 1, 3 do
         local gap = restarted[i].time - scheduled[i].time
         assert.is_true(gap >= delays[i] - 0.05, string.format("restart %d after %.3fs, "
@@ -146,134 +159,153 @@ failures = 2]], { root = "/srv/mon-sick" }),
 
     it("marks it flapping after more than flap_max restarts and leaves it down", function()
       agent_env.wait_for(function()
-        local row = ps_row(agent, "mon-kill")
+        local row = ps_row(agent, KILL)
         return row and row.state == "running"
-      end, 30, "mon-kill to run before the last kill")
-      local out, code = env:podman({ "kill", "mon-kill-web" })
+      end, 30, (KILL .. " to run before the last kill"))
+      local out, code = env:podman({ "kill", (KILL .. "-web") })
       assert.equal(0, code, out)
       local ev = agent_env.wait_for(function()
-        return events_of(agent, "mon-kill", "flapping")[1]
+        return events_of(agent, KILL, "flapping")[1]
       end, 30, "the flapping event")
       assert.equal("web", ev.component)
       assert.equal(4, ev.data.restarts)
       -- It stays down across several re-lists (every 2 s).
       agent_env.sleep(5)
-      local st = container_state(env, "mon-kill-web")
+      local st = container_state(env, (KILL .. "-web"))
       assert.equal("exited", st)
-      assert.equal(3, #events_of(agent, "mon-kill", "restarted"))
-      assert.equal("flapping", ps_row(agent, "mon-kill").state)
+      assert.equal(3, #events_of(agent, KILL, "restarted"))
+      assert.equal("flapping", ps_row(agent, KILL).state)
       local status, body = agent:api("GET", "/v1/status")
       assert.equal(200, status)
-      assert.same({ "mon-kill/web" }, body.monitor.flapping)
+      assert.same({ (KILL .. "/web") }, body.monitor.flapping)
       local _, _, text = agent:api("GET", "/metrics")
-      assert.matches('mcp_flapping{component="web",service="mon%-kill"} 1', text)
-      assert.matches('mcp_restarts_total{cause="exited",component="web",service="mon%-kill"} 3',
+      assert.matches('mcp_flapping{component="web",service="' .. esc(KILL) .. '"} 1', text)
+      assert.matches('mcp_restarts_total{cause="exited",component="web",service="' .. esc(KILL) .. '"} 3',
         text)
     end)
 
     it("runs it again, and forgets the flapping, on `mcp restart`", function()
-      local out, code, err = agent:cli("restart mon-kill")
+      local out, code, err = agent:cli(("restart " .. KILL))
       assert.equal(0, code, out .. err)
       agent_env.wait_for(function()
-        local row = ps_row(agent, "mon-kill")
+        local row = ps_row(agent, KILL)
         return row and row.state == "running" and row.health == "healthy"
-      end, 30, "mon-kill to run again")
+      end, 30, (KILL .. " to run again"))
       local status, body = agent:api("GET", "/v1/status")
       assert.equal(200, status)
       assert.same({}, body.monitor.flapping)
       -- The backoff starts over: the next kill is restarted after 0.5 s again.
-      local seen = events_of(agent, "mon-kill")
+      local seen = events_of(agent, KILL)
       local last_id = seen[#seen].id
-      out, code = env:podman({ "kill", "mon-kill-web" })
+      out, code = env:podman({ "kill", (KILL .. "-web") })
       assert.equal(0, code, out)
       local ev = agent_env.wait_for(function()
-        for _, e in ipairs(events_of(agent, "mon-kill", "restarted")) do
+        for _, e in ipairs(events_of(agent, KILL, "restarted")) do
           if e.id > last_id then return e end
         end
       end, 30, "the restart after the operator's restart")
       assert.equal(1, ev.data.attempt)
       assert.is_true(ev.data.delay <= 0.5, tostring(ev.data.delay))
-      assert.equal("running", (container_state(env, "mon-kill-web")))
+      assert.equal("running", (container_state(env, (KILL .. "-web"))))
     end)
   end)
 
   it("restarts a running container whose health check starts failing", function()
     agent_env.wait_for(function()
-      local row = ps_row(agent, "mon-sick")
+      local row = ps_row(agent, SICK)
       return row and row.health == "healthy"
-    end, 30, "mon-sick to be healthy")
-    local _, id, started = container_state(env, "mon-sick-web")
+    end, 30, (SICK .. " to be healthy"))
+    local _, id, started = container_state(env, (SICK .. "-web"))
     -- The check looks for /srv/mon-sick/ok.txt through the bind mount.
-    assert.is_true(os.remove("/srv/mon-sick/ok.txt"))
+    assert.is_true(os.remove(("/srv/" .. SICK .. "/ok.txt")))
     local unhealthy = agent_env.wait_for(function()
-      return events_of(agent, "mon-sick", "unhealthy")[1]
-    end, 30, "mon-sick to turn unhealthy")
+      return events_of(agent, SICK, "unhealthy")[1]
+    end, 30, (SICK .. " to turn unhealthy"))
     assert.equal(2, unhealthy.data.misses)
     local ev = agent_env.wait_for(function()
-      return events_of(agent, "mon-sick", "restarted")[1]
+      return events_of(agent, SICK, "restarted")[1]
     end, 30, "the restart of the unhealthy container")
     assert.equal("unhealthy", ev.data.cause)
     assert.matches("unhealthy", ev.message)
-    local st, id2, started2 = container_state(env, "mon-sick-web")
+    local st, id2, started2 = container_state(env, (SICK .. "-web"))
     assert.equal("running", st)
     assert.equal(id, id2)                   -- the same container, restarted
     assert.are_not.equal(started, started2)
     -- Once the file is back, it is healthy again.
-    local f = assert(io.open("/srv/mon-sick/ok.txt", "w"))
+    local f = assert(io.open(("/srv/" .. SICK .. "/ok.txt"), "w"))
     f:write("alive\n")
     f:close()
     agent_env.wait_for(function()
-      local row = ps_row(agent, "mon-sick")
+      local row = ps_row(agent, SICK)
       return row and row.health == "healthy"
-    end, 30, "mon-sick to be healthy again")
+    end, 30, (SICK .. " to be healthy again"))
   end)
 
   it("recreates a container that runs another image than its revision", function()
     agent_env.wait_for(function()
-      return container_state(env, "mon-a-web") == "running"
-    end, 30, "mon-a to run")
-    local _, svc = agent:api("GET", "/v1/services/mon-a")
+      return container_state(env, (MA .. "-web")) == "running"
+    end, 30, (MA .. " to run"))
+    local _, svc = agent:api("GET", ("/v1/services/" .. MA))
     local rev = svc.revision.id
     -- Someone replaces the container behind the agent's back, labels and all.
-    env:podman({ "rm", "-f", "mon-a-web" })
-    local out, code = env:podman({ "run", "-d", "--name", "mon-a-web", "--init",
-      "--label", "mcp.managed=true", "--label", "mcp.service=mon-a",
+    env:podman({ "rm", "-f", (MA .. "-web") })
+    local out, code = env:podman({ "run", "-d", "--name", (MA .. "-web"), "--init",
+      "--label", "mcp.managed=true", "--label", ("mcp.service=" .. MA),
       "--label", "mcp.component=web", "--label", "mcp.revision=" .. rev,
       podman_env.image2, "httpd", "-f", "-p", "8080", "-h", "/www" })
     assert.equal(0, code, out)
     local drift = agent_env.wait_for(function()
-      return events_of(agent, "mon-a", "drift")[1]
+      return events_of(agent, MA, "drift")[1]
     end, 30, "the drift event")
     assert.equal("drift-image", drift.data.cause)
     local ev = agent_env.wait_for(function()
-      for _, e in ipairs(events_of(agent, "mon-a", "restarted")) do
+      for _, e in ipairs(events_of(agent, MA, "restarted")) do
         if e.data and e.data.cause == "drift" then return e end
       end
     end, 30, "the container to be recreated")
     assert.is_truthy(ev)
-    local img = env:podman({ "inspect", "--format", "{{.ImageName}}", "mon-a-web" })
+    local img = env:podman({ "inspect", "--format", "{{.ImageName}}", (MA .. "-web") })
     assert.equal(podman_env.image1, (img:gsub("%s+$", "")))
     agent_env.wait_for(function()
-      local row = ps_row(agent, "mon-a")
+      local row = ps_row(agent, MA)
       return row and row.state == "running" and row.health == "healthy"
-    end, 30, "mon-a healthy on its own image again")
+    end, 30, (MA .. " healthy on its own image again"))
+  end)
+
+  it("leaves a container stopped with `podman stop` stopped (restart = unless-stopped)", function()
+    agent_env.wait_for(function()
+      return container_state(env, (MB .. "-web")) == "running"
+    end, 30, (MB .. " to run"))
+    local out, code = env:podman({ "stop", "-t", "2", (MB .. "-web") })
+    assert.equal(0, code, out)
+    local ev = agent_env.wait_for(function()
+      return events_of(agent, MB, "stopped")[1]
+    end, 10, "the stopped event")
+    assert.equal("outside", ev.data.cause)
+    agent_env.sleep(5)                        -- a few re-lists
+    assert.equal("exited", (container_state(env, (MB .. "-web"))))
+    assert.equal(0, #events_of(agent, MB, "restart_scheduled"))
+    local _, _, err
+    out, code, err = agent:cli(("start " .. MB))
+    assert.equal(0, code, out .. err)
+    assert.equal("running", (container_state(env, (MB .. "-web"))))
   end)
 
   it("survives Podman going away for 10 s and repairs what happened meanwhile", function()
-    for _, n in ipairs({ "mon-a", "mon-b" }) do
+    for _, n in ipairs({ MA, MB }) do
       agent_env.wait_for(function()
         local row = ps_row(agent, n)
         return row and row.state == "running"
       end, 30, n .. " to run")
     end
-    local _, id_b = container_state(env, "mon-b-web")
+    local _, id_b = container_state(env, (MB .. "-web"))
     env:stop_service()
     local t0 = agent_env.now()
     -- While the API is gone the podman CLI still works: one container is
     -- killed, another removed, behind the agent's back.
-    local out, code = env:podman({ "kill", "mon-a-web" })
+    local out, code = env:podman({ "kill", (MA .. "-web") })
     assert.equal(0, code, out)
-    out, code = env:podman({ "rm", "-f", "mon-b-web" })
+    out, code = env:podman({ "rm", "-f", (MB .. "-web") })
     assert.equal(0, code, out)
 
     local status, body = agent:api("GET", "/v1/status", { timeout = 10 })
@@ -294,16 +326,16 @@ failures = 2]], { root = "/srv/mon-sick" }),
       local _, b = agent:api("GET", "/v1/status", { timeout = 10 })
       return b and b.podman and b.podman.reachable and b.monitor.podman_reachable
     end, 30, "Podman reachable again")
-    for _, n in ipairs({ "mon-a", "mon-b", "mon-kill", "mon-sick" }) do
+    for _, n in ipairs({ MA, MB, KILL, SICK }) do
       agent_env.wait_for(function()
         return container_state(env, n .. "-web") == "running"
       end, 30, n .. " to run again")
     end
-    local _, id_b2 = container_state(env, "mon-b-web")
+    local _, id_b2 = container_state(env, (MB .. "-web"))
     assert.are_not.equal(id_b, id_b2)        -- recreated from the registry
     assert.is_true(#events_of(agent, nil, "podman_unreachable") > 0)
     local kinds = {}
-    for _, e in ipairs(events_of(agent, "mon-a")) do kinds[e.kind] = true end
+    for _, e in ipairs(events_of(agent, MA)) do kinds[e.kind] = true end
     assert.is_true(kinds.restarted)
     local back = false
     local _, all = agent:api("GET", "/v1/events?limit=1000")

@@ -16,8 +16,12 @@ if os.getenv("LD_PRELOAD") then
 end
 
 -- Runs fn as a task with a deadline, so that a hung call fails the test
--- instead of the suite.
+-- instead of the suite. The empty run first turns the loop once: the
+-- runtime arms a task's deadline from libuv's cached time, which is stale
+-- after the loop sat idle (other spec files, blocking popen), and the
+-- deadline would then fire before the task starts.
 local function run(fn, secs)
+  mcp.run(function() end)
   return mcp.run({ name = "spec", timeout = secs or 60 }, fn)
 end
 

@@ -223,7 +223,9 @@ function openapi.parse_yaml(text, name)
   local lines = parse_lines(text, name)
   local i = next_content(lines, 1)
   if not lines[i] then return openapi.null end
-  if lines[i].indent ~= 0 then yaml_error(name, lines[i].n, "the document must start at column 1") end
+  if lines[i].indent ~= 0 then
+    yaml_error(name, lines[i].n, "the document must start at column 1")
+  end
   local v, j = parse_block(lines, i, 0, name)
   j = next_content(lines, j)
   if lines[j] then yaml_error(name, lines[j].n, "unexpected content: " .. lines[j].text) end
@@ -522,7 +524,9 @@ function openapi.check_response(spec, method, path, status, content_type, body)
           status, n, tostring(err))
       end
       local ok, why = openapi.validate(spec, schema, v, string.format("line %d", n))
-      if not ok then return nil, string.format("%s %s -> %d: %s", method, template, status, why) end
+      if not ok then
+        return nil, string.format("%s %s -> %d: %s", method, template, status, why)
+      end
     end
   end
   return true

@@ -167,8 +167,9 @@ describe("mcp.api", function()
     end)
 
     it("turns errors into the error shape, with api.error, api.raise or a crash", function()
-      api.route("GET", "/e1", function() return api.error(409, "conflict", "%s is busy", "web") end,
-        { auth = false })
+      api.route("GET", "/e1", function()
+        return api.error(409, "conflict", "%s is busy", "web")
+      end, { auth = false })
       api.route("GET", "/e2", function() api.raise(422, "invalid", "bad %s", "port") end,
         { auth = false })
       api.route("GET", "/e3", function() error("boom") end, { auth = false })
@@ -214,8 +215,8 @@ describe("mcp.api", function()
         text, 1, true)
       assert.matches('mcp_api_requests_total{method="GET",route="unmatched",status="404"} 1',
         text, 1, true)
-      assert.matches('mcp_api_request_duration_seconds_count{method="GET",route="/v1/things/{id}"} 2',
-        text, 1, true)
+      assert.matches('mcp_api_request_duration_seconds_count{method="GET",'
+        .. 'route="/v1/things/{id}"} 2', text, 1, true)
       assert.matches('# TYPE mcp_api_request_duration_seconds histogram', text, 1, true)
     end)
 

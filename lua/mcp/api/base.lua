@@ -25,7 +25,7 @@ function base.status()
   local st = {
     version = mcp.version,
     node = cfg.agent and cfg.agent.node or nil,
-    uptime_seconds = math.floor(uptime() * 1000) / 1000,
+    uptime_seconds = math.floor(uptime()),
     generation = gen and gen.id or nil,
     last_reload_error = mcp.state.reload_error,
     counts = { tasks = #mcp.task.list() },

@@ -15,13 +15,62 @@ local registry = require("mcp.registry")
 
 local services = {}
 
+-- Text for a message or an answer: invalid UTF-8 (a name or a path a
+-- client sent, a Lua definition's strings) becomes \xNN escapes, so that an
+-- error about a bad byte is still a JSON answer and not a 500.
+local function printable(s)
+  s = tostring(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len, lo, hi = 0, 0x80, 0xBF
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    end
+    local ok = len > 0 and i + len - 1 <= n
+    if ok and len > 1 then
+      local b = s:byte(i + 1)
+      ok = b >= lo and b <= hi
+      for j = i + 2, i + len - 1 do
+        b = s:byte(j)
+        if b < 0x80 or b > 0xBF then ok = false end
+      end
+    end
+    if ok then
+      out[#out + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = string.format("\\x%02X", c)
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+services.printable = printable
+
+-- api.error and api.raise, with the message made printable.
+local function fail(status, code, fmt, ...)
+  return api.error(status, code, "%s", printable(string.format(fmt, ...)))
+end
+
+local function raise(status, code, fmt, ...)
+  api.raise(status, code, "%s", printable(string.format(fmt, ...)))
+end
+
 local STATUS_OF = { invalid = 400, not_found = 404, conflict = 409, failed = 422,
   unavailable = 503 }
 
 local function op_error(err, code)
   local status = STATUS_OF[code] or 500
   local name = code == "failed" and "deploy_failed" or code or "internal"
-  return api.error(status, name, "%s", tostring(err))
+  return fail(status, name, "%s", tostring(err))
 end
 
 local function db() return mcp.state.db end
@@ -31,7 +80,7 @@ local function gen() return mcp.state.gen or { definitions = {}, sources = {}, p
 local function service_name(req)
   local name = req.params.name
   if not definition.valid_name(name) then
-    api.raise(400, "invalid_name", "%q is not a service name (expected ^[a-z0-9][a-z0-9-]{0,62}$)",
+    raise(400, "invalid_name", "%q is not a service name (expected ^[a-z0-9][a-z0-9-]{0,62}$)",
       name)
   end
   return name
@@ -44,7 +93,7 @@ local function query_int(req, key, default, min, max)
   if raw == nil or raw == "" then return default end
   local n = raw:match("^%d+$") and tonumber(raw)
   if not n or n < min or n > max then
-    api.raise(400, "bad_request", "%s: expected a whole number from %d to %d, got %q", key,
+    raise(400, "bad_request", "%s: expected a whole number from %d to %d, got %q", key,
       min, max, raw)
   end
   return n
@@ -57,7 +106,7 @@ local function query_flag(req, key)
   local v = ({ ["1"] = true, ["true"] = true, yes = true, [""] = true,
     ["0"] = false, ["false"] = false, no = false })[raw:lower()]
   if v == nil then
-    api.raise(400, "bad_request", "%s: expected 1 or 0 (true or false), got %q", key, raw)
+    raise(400, "bad_request", "%s: expected 1 or 0 (true or false), got %q", key, raw)
   end
   return v
 end
@@ -97,8 +146,10 @@ local function parse_definition(text, format, source)
 end
 
 local function invalid(errs)
-  local status, body = api.error(400, "invalid_definition", "%s", table.concat(errs, "\n"))
-  body.error.errors = mcp.json.array(errs)
+  local shown = {}
+  for i, e in ipairs(errs) do shown[i] = printable(e) end
+  local status, body = fail(400, "invalid_definition", "%s", table.concat(shown, "\n"))
+  body.error.errors = mcp.json.array(shown)
   return status, body
 end
 
@@ -211,7 +262,7 @@ end, { summary = "Every service: defined here or deployed." })
 api.route("GET", "/v1/services/{name}", function(req)
   local name = service_name(req)
   local s = services.show(name)
-  if not s then return api.error(404, "not_found", "no service %q on this node", name) end
+  if not s then return fail(404, "not_found", "no service %q on this node", name) end
   return 200, s
 end, { summary = "One service: definition, revision, containers, ports, events." })
 
@@ -220,7 +271,7 @@ api.route("PUT", "/v1/services/{name}", function(req)
   local ct = (req.headers["content-type"] or "application/json"):lower():match("^%s*([^;%s]+)")
   local format = FORMATS[ct]
   if not format then
-    return api.error(415, "unsupported_media_type", "a definition is application/json, "
+    return fail(415, "unsupported_media_type", "a definition is application/json, "
       .. "application/toml or text/x-lua; got %s", ct)
   end
   local source = string.format("PUT /v1/services/%s", name)
@@ -236,7 +287,7 @@ api.route("PUT", "/v1/services/{name}", function(req)
   end
   local result, err = store_definition(name, format, req.body)
   if not result then
-    return api.error(422, "reload_failed", "the definition is valid, but the agent could "
+    return fail(422, "reload_failed", "the definition is valid, but the agent could "
       .. "not reload with it (nothing changed): %s", tostring(err))
   end
   return result == "created" and 201 or 200, { service = name, result = result,
@@ -258,7 +309,7 @@ local function run_streamed(req, fn)
     if not out then return nil end
     local r, err, code = fn(function(ev) out:send(ev) end)
     if r then out:send({ result = r })
-    else out:send({ error = { code = code or "failed", message = tostring(err) } }) end
+    else out:send({ error = { code = code or "failed", message = printable(err) } }) end
     out:close()
     return nil
   end
@@ -271,11 +322,11 @@ api.route("POST", "/v1/services/{name}/deploy", function(req)
   local name = service_name(req)
   local def = gen().definitions[name]
   if not def then
-    return api.error(404, "not_found", "service %q has no definition here: send it first "
+    return fail(404, "not_found", "service %q has no definition here: send it first "
       .. "(PUT /v1/services/%s, or `mcp deploy %s`)", name, name, name)
   end
   if def.node ~= mcp.config.agent.node then
-    return api.error(400, "wrong_node", "service %q belongs to node %q, not %q", name,
+    return fail(400, "wrong_node", "service %q belongs to node %q, not %q", name,
       def.node, mcp.config.agent.node)
   end
   return run_streamed(req, function(progress)
@@ -294,7 +345,7 @@ end
 api.route("POST", "/v1/adopt", function(req)
   local name = type(req.json) == "table" and req.json.service
   if type(name) ~= "string" then
-    return api.error(400, "bad_request", "expected {\"service\": \"NAME\"}")
+    return fail(400, "bad_request", "expected {\"service\": \"NAME\"}")
   end
   local r, err, code = ops.adopt(name)
   if not r then return op_error(err, code) end
@@ -304,7 +355,7 @@ end, { body = "json", summary = "Takes containers named SERVICE-* under manageme
 api.route("POST", "/v1/purge", function(req)
   local j = type(req.json) == "table" and req.json or {}
   if j.dry_run ~= nil and type(j.dry_run) ~= "boolean" then
-    return api.error(400, "bad_request", "dry_run: expected a boolean, got %s", type(j.dry_run))
+    return fail(400, "bad_request", "dry_run: expected a boolean, got %s", type(j.dry_run))
   end
   local r, err, code = ops.purge({ dry_run = j.dry_run })
   if not r then return op_error(err, code) end
@@ -318,7 +369,7 @@ end, { summary = "Recreates every deployed service from the registry." })
 api.route("POST", "/v1/sync", function(req)
   local j = req.json
   if type(j) ~= "table" or is_json_array(j) or not is_json_array(j.definitions) then
-    return api.error(400, "bad_request", "expected {\"definitions\": [{\"name\", \"format\": "
+    return fail(400, "bad_request", "expected {\"definitions\": [{\"name\", \"format\": "
       .. "\"toml\"|\"lua\"|\"json\", \"text\"}, ...]}")
   end
   local parsed, errs = {}, {}
@@ -381,8 +432,8 @@ api.route("GET", "/v1/services/{name}/logs", function(req)
   local tail = query_int(req, "tail", 100, 0, 1000000)
   local follow = query_flag(req, "follow")
   local cs, err = deploy.containers(name)
-  if not cs then return api.error(503, "unavailable", "%s", tostring(err)) end
-  if #cs == 0 then return api.error(404, "not_found", "service %q has no container", name) end
+  if not cs then return fail(503, "unavailable", "%s", tostring(err)) end
+  if #cs == 0 then return fail(404, "not_found", "service %q has no container", name) end
   local out = api.ndjson(req, 200)
   if not out then return nil end
   if not follow then
@@ -423,7 +474,7 @@ api.route("GET", "/v1/events", function(req)
   local since = query_int(req, "since", 0, 0, 2 ^ 53)
   local service = q.service
   if service and not definition.valid_name(service) then
-    return api.error(400, "invalid_name", "%q is not a service name", service)
+    return fail(400, "invalid_name", "%q is not a service name", service)
   end
   local follow = query_flag(req, "follow")
   local evs = registry.events(db(), { service = service, since_id = since > 0 and since or nil,
@@ -456,7 +507,7 @@ end, { summary = "The event log; follow=1 streams new events as NDJSON." })
 local function files_root(name)
   local g = gen()
   if not g.definitions[name] and not registry.service_get(db(), name) then
-    api.raise(404, "not_found", "no service %q on this node", name)
+    raise(404, "not_found", "no service %q on this node", name)
   end
   return "/srv/" .. name
 end
@@ -469,7 +520,7 @@ api.route("GET", "/v1/services/{name}/files/{path...}", function(req)
   if not data then
     local e = tostring(err):lower()
     local missing = e:find("no such file", 1, true) or e:find("not found", 1, true)
-    return api.error(missing and 404 or 400, missing and "not_found" or "bad_path", "%s",
+    return fail(missing and 404 or 400, missing and "not_found" or "bad_path", "%s",
       tostring(err))
   end
   return 200, data, { ["Content-Type"] = "application/octet-stream" }
@@ -479,14 +530,14 @@ api.route("PUT", "/v1/services/{name}/files/{path...}", function(req)
   local name = service_name(req)
   local root = files_root(name)
   local ok, err = mcp.fs.write(root, req.params.path, req.body, { mkdir = true })
-  if not ok then return api.error(400, "bad_path", "%s", tostring(err)) end
-  return 200, { service = name, path = req.params.path, bytes = #req.body }
+  if not ok then return fail(400, "bad_path", "%s", tostring(err)) end
+  return 200, { service = name, path = printable(req.params.path), bytes = #req.body }
 end, { summary = "Pushes a file into /srv/NAME." })
 
 api.route("POST", "/v1/reload", function()
   local r, err = require("mcp.agent").reload("POST /v1/reload")
   if not r then
-    return api.error(422, "reload_failed", "the running generation stays: %s", tostring(err))
+    return fail(422, "reload_failed", "the running generation stays: %s", tostring(err))
   end
   return 200, r
 end, { summary = "Reloads the library, policies and definitions." })
@@ -521,7 +572,7 @@ api.route("GET", "/v1/services/{name}/render", function(req)
   local def = gen().definitions[name]
   local svc = not def and registry.service_get(db(), name)
   def = def or (svc and svc.definition)
-  if not def then return api.error(404, "not_found", "no service %q on this node", name) end
+  if not def then return fail(404, "not_found", "no service %q on this node", name) end
   return 200, { service = name, lines = mcp.json.array(render_lines(def)) }
 end, { summary = "The podman run lines the definition means." })
 
@@ -529,7 +580,7 @@ api.route("POST", "/v1/render", function(req)
   local ct = (req.headers["content-type"] or "application/json"):lower():match("^%s*([^;%s]+)")
   local format = FORMATS[ct]
   if not format then
-    return api.error(415, "unsupported_media_type", "expected application/json, "
+    return fail(415, "unsupported_media_type", "expected application/json, "
       .. "application/toml or text/x-lua; got %s", ct)
   end
   local def, errs = parse_definition(req.body, format, "POST /v1/render")
