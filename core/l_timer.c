@@ -51,6 +51,7 @@ static int l_timer_sleep(lua_State *L)
     op->task = t;
     uv_timer_init(agent_from_lua(L)->loop, &op->timer);
     op->timer.data = op;
+    uv_update_time(op->timer.loop);     /* the cached time is stale after Lua ran */
     uv_timer_start(&op->timer, sleep_done, (uint64_t)(secs * 1000 + 0.5), 0);
     return task_wait(L, t, sleep_cancel, op);
 }

@@ -333,6 +333,9 @@ struct task *task_spawn(struct runtime *rt, lua_State *L, int nargs, const char 
         t->timer = malloc(sizeof *t->timer);
         uv_timer_init(rt->agent->loop, t->timer);
         t->timer->data = t;
+        /* The loop's cached time is stale after Lua ran for a while (or the
+         * loop idled): without this the deadline could fire early. */
+        uv_update_time(rt->agent->loop);
         uv_timer_start(t->timer, deadline_fired, (uint64_t)(t->limits.timeout * 1000) + 1, 0);
     }
     t->next = rt->tasks;

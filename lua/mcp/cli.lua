@@ -135,11 +135,34 @@ local function call(node, method, path, opts)
   end
   if r.status >= 400 then
     local msg = r.json and type(r.json.error) == "table" and r.json.error.message
-      or trim(r.body or "")
+    if type(msg) ~= "string" then
+      -- Not an agent's error: say what answered, briefly.
+      msg = trim(r.body or ""):sub(1, 200)
+      msg = msg == "" and "(an answer without a message: is this an mcp-agent?)" or msg
+    end
     return nil, string.format("%s: %s %s: %d %s", node.name, method, path, r.status, msg), r
   end
   if opts.raw then return r end
   return r.json or r.body
+end
+
+-- How long a view (ps, status, node list) waits for one node: a node that
+-- does not answer must not hold up the table of the others.
+local VIEW_TIMEOUT = 15
+
+-- Asks every node at once: fn(node) in a task per node. Returns the
+-- results {r, err} in the order of cfg.nodes.
+local function gather(nodes, fn)
+  local results, left = {}, #nodes
+  for i, n in ipairs(nodes) do
+    mcp.spawn({ name = "mcp " .. n.name }, function()
+      local ok, r, err = pcall(fn, n)
+      results[i] = ok and { r, err } or { nil, tostring(r) }
+      left = left - 1
+    end)
+  end
+  while left > 0 do mcp.sleep(0.01) end
+  return results
 end
 
 local function must(v, err)
@@ -321,8 +344,11 @@ commands.undeploy = simple("undeploy", "DELETE")
 function commands.ps(cfg, args, o)
   want(args, 0, 0, "mcp ps")
   local rows, all, failed = {}, {}, false
-  for _, n in ipairs(cfg.nodes) do
-    local r, err = call(n, "GET", "/v1/ps")
+  local answers = gather(cfg.nodes, function(n)
+    return call(n, "GET", "/v1/ps", { timeout = VIEW_TIMEOUT })
+  end)
+  for i, n in ipairs(cfg.nodes) do
+    local r, err = answers[i][1], answers[i][2]
     if not r then
       io.stderr:write("mcp: ", err, "\n")
       failed = true
@@ -385,8 +411,11 @@ function commands.status(cfg, args, o)
     return
   end
   local rows, all, failed = {}, {}, false
-  for _, n in ipairs(cfg.nodes) do
-    local r, err = call(n, "GET", "/v1/status")
+  local answers = gather(cfg.nodes, function(n)
+    return call(n, "GET", "/v1/status", { timeout = VIEW_TIMEOUT })
+  end)
+  for i, n in ipairs(cfg.nodes) do
+    local r, err = answers[i][1], answers[i][2]
     if not r then
       rows[#rows + 1] = { n.name, "unreachable", nil, nil, nil, err }
       failed = true
@@ -623,8 +652,11 @@ end
 function commands.node(cfg, args, o)
   if args[1] ~= "list" or #args > 1 then usage_error("usage: mcp node list") end
   local rows, all = {}, {}
-  for _, n in ipairs(cfg.nodes) do
-    local r, err = call(n, "GET", "/v1/status", { timeout = 5 })
+  local answers = gather(cfg.nodes, function(n)
+    return call(n, "GET", "/v1/status", { timeout = 5 })
+  end)
+  for i, n in ipairs(cfg.nodes) do
+    local r, err = answers[i][1], answers[i][2]
     all[#all + 1] = { name = n.name, address = n.address, reachable = r ~= nil,
       status = r, error = err }
     rows[#rows + 1] = { n.name, n.address, r and "yes" or "no", r and r.version,

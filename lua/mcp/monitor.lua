@@ -232,7 +232,7 @@ function monitor.carry_out(service, component, r, why, opts)
   local s = state()
   local key = service .. "/" .. component
   if s.restarts[key] ~= r then return false end           -- reset meanwhile
-  if busy(service) or s.held[service] then return false end
+  if r.stopped or busy(service) or s.held[service] then return false end
   local rev = desired()[service]
   if not rev then return false end
   local comp = component_of(rev, component)
@@ -504,7 +504,9 @@ function monitor.stopped_outside(service, component, name)
   local comp = component_of(rev, component)
   if not comp or comp.restart == "always" or comp.restart == "no" then return end
   local r = restarts_of(service .. "/" .. component)
-  if r.stopped or r.pending then return end
+  if r.stopped then return end
+  -- Its died event may have come first and scheduled a restart: r.stopped
+  -- calls that off (carry_out looks).
   r.stopped = "stopped outside the agent"
   events.emit({ kind = "stopped", service = service, component = component,
     message = string.format("%s was stopped outside the agent (podman stop); restart = %s "

@@ -197,12 +197,33 @@ local function library_modules(lua_dir)
   return out
 end
 
+-- The compiled chunk of a library file: compiled again only when its text
+-- changed (the cache, in mcp.state, outlives this module; one entry per
+-- file of the library). Running a chunk again makes new module tables and
+-- closures; those of an older generation keep their own environment.
+local function library_chunk(path, seen)
+  local text, err = read(path)
+  if not text then return nil, err end
+  seen[path] = true
+  local cache = mcp.state.reload_chunks
+  if not cache then
+    cache = {}
+    mcp.state.reload_chunks = cache
+  end
+  local c = cache[path]
+  if c and c.text == text then return c.fn end
+  local fn, cerr = loadstring(text, "@" .. path)
+  if not fn then return nil, cerr end
+  cache[path] = { text = text, fn = fn }
+  return fn
+end
+
 -- In a job: loads the whole library privately. Returns the table of module
 -- names to what they returned, the number of modules, and the errors;
 -- package.loaded is not touched. progress.path is the file loading now.
 local function load_library(lib_dir, gen, progress)
   local lua_dir = lib_dir .. "/lua"
-  local loaded, loading, errors = {}, {}, {}
+  local loaded, loading, errors, seen = {}, {}, {}, {}
   local env
   local function gen_require(name)
     -- Once installed, lazy requires see whatever generation is current.
@@ -213,7 +234,7 @@ local function load_library(lib_dir, gen, progress)
     local rel = name:gsub("%.", "/")
     local path = lua_dir .. "/" .. rel .. ".lua"
     if not exists(path) then path = lua_dir .. "/" .. rel .. "/init.lua" end
-    local fn, err = loadfile(path)
+    local fn, err = library_chunk(path, seen)
     if not fn then
       if not exists(path) then
         error(string.format("module %s not found (looked for %s/%s.lua)", name, lua_dir,
@@ -244,6 +265,9 @@ local function load_library(lib_dir, gen, progress)
     if not ok then errors[#errors + 1] = tostring(err) end
   end
   progress.path = nil
+  for path in pairs(mcp.state.reload_chunks or {}) do
+    if not seen[path] then mcp.state.reload_chunks[path] = nil end
+  end
   return loaded, #mods, errors
 end
 

@@ -184,11 +184,13 @@ cmd_start() {
     srv_grant
     echo "$DIR" >"$RUN_USER/podman/podman-env.dir"
     chown "$MCP_ID:$MCP_ID" "$RUN_USER/podman/podman-env.dir"
-    # 9>&-: the service must not inherit (and hold) the lock.
-    start_service 9>&-
+    # In a subshell without fd 9: the service and the shell that waits for it
+    # must not hold the lock (a redirection `9>&-` would leave bash's saved
+    # copy of it in that shell).
+    ( exec 9>&-; start_service ) || exit 1
     if fit_ulimits_to "$(cat "$DIR/podman.pid")"; then
         stop_service
-        start_service 9>&-
+        ( exec 9>&-; start_service ) || exit 1
     fi
     say "rootless environment ready in $(ms_since "$t0") ms (as $MCP_USER, $SOCK)"
 }

@@ -71,7 +71,7 @@ local function raw(data, delay, fast)
 end
 
 -- One request through curl. c: method, path, body, ct (Content-Type),
--- headers, header_file, raw_path, token (false: none), chunked.
+-- headers, many_headers (a count), raw_path, token (false: none), chunked.
 local function request(c)
   local hdr, out = tmp .. "/h", tmp .. "/b"
   os.remove(hdr); os.remove(out)
@@ -83,7 +83,12 @@ local function request(c)
   if token then args[#args + 1] = "-H " .. q("Authorization: Bearer " .. token) end
   if c.ct then args[#args + 1] = "-H " .. q("Content-Type: " .. c.ct) end
   for _, h in ipairs(c.headers or {}) do args[#args + 1] = "-H " .. q(h) end
-  if c.header_file then args[#args + 1] = "-H @" .. q(c.header_file) end
+  if c.many_headers then
+    local lines = {}
+    for i = 1, c.many_headers do lines[i] = ("X-H%d: %d"):format(i, i) end
+    write_file(tmp .. "/headers", table.concat(lines, "\n") .. "\n")
+    args[#args + 1] = "-H @" .. q(tmp .. "/headers")
+  end
   if c.chunked then args[#args + 1] = "-H 'Transfer-Encoding: chunked'" end
   if c.body then
     write_file(tmp .. "/req", c.body)
@@ -328,6 +333,7 @@ local cases = {
   { "a 70 KB header", "GET", "/v1/services",
     headers = { "X-Big: " .. repeat_str("a", 70000) }, status = 431, msg = "too big" },
   { "a 70 KB URL", "GET", "/v1/services/" .. repeat_str("a", 70000), status_range = true },
+  { "5000 headers", "GET", "/v1/services", many_headers = 5000, status = 431 },
   { "a 10 KB token", "GET", "/v1/services", token = repeat_str("a", 10000), status = 401,
     code = "unauthorized" },
   -- Absurd query parameters

@@ -128,19 +128,16 @@ end
 -- loop or a huge allocation in it fails the request, not the API's task.
 local function parse_definition(text, format, source)
   local reload = require("mcp.reload")
+  local raw, err = reload.read_definition(source, text, format, require("mcp.sandbox"))
+  if raw == nil then return nil, { tostring(err or source .. ": empty definition") } end
+  if format == "json" and (type(raw) ~= "table" or is_json_array(raw)) then
+    return nil, { string.format("%s: a definition is a JSON object, got %s", source,
+      is_json_array(raw) and "an array" or type(raw) == "userdata" and "null" or type(raw)) }
+  end
   local known = {}
   for name in pairs(gen().policies or {}) do known[name] = true end
-  local function parse()
-    local raw, err = reload.read_definition(source, text, format, require("mcp.sandbox"))
-    if raw == nil then return nil, { tostring(err or source .. ": empty definition") } end
-    if format == "json" and (type(raw) ~= "table" or is_json_array(raw)) then
-      return nil, { string.format("%s: a definition is a JSON object, got %s", source,
-        is_json_array(raw) and "an array" or type(raw) == "userdata" and "null" or type(raw)) }
-    end
-    return definition.validate(raw, source, { node = mcp.config.agent.node,
-      allowed_volume_roots = mcp.config.agent.volume_roots, known_policies = known })
-  end
-  local def, errs = parse()
+  local def, errs = definition.validate(raw, source, { node = mcp.config.agent.node,
+    allowed_volume_roots = mcp.config.agent.volume_roots, known_policies = known })
   if not def and type(errs) ~= "table" then errs = { tostring(errs) } end
   return def, errs
 end
