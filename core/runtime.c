@@ -58,18 +58,25 @@ struct task {
 static char agent_key;
 
 /* The allocator: counts the whole state's memory, and the net growth of
- * the task running now, which is how a task's memory cap is measured. */
+ * the task running now, which is how a task's memory cap is measured. The
+ * memory itself comes from the base allocator: libc for a state made here,
+ * the state's own for one attached (busted's, whose blocks must go back to
+ * the allocator that made them). */
 static void *rt_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct runtime *rt = ud;
     struct task *t = rt->current;
     if (nsize == 0) {
-        free(ptr);
-        rt->mem_used -= osize;
-        if (t)
-            t->mem -= (long long)osize;
+        rt->base_alloc(rt->base_ud, ptr, osize, 0);
+        if (ptr) {
+            rt->mem_used -= osize;
+            if (t)
+                t->mem -= (long long)osize;
+        }
         return NULL;
     }
+    if (ptr == NULL)
+        osize = 0;      /* LuaJIT passes a type tag, not a size, for new blocks */
     if (nsize > osize) {
         size_t grow = nsize - osize;
         if (rt->mem_limit && rt->mem_used + grow > rt->mem_limit)
@@ -80,13 +87,24 @@ static void *rt_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
             t->mem + (long long)grow > 2 * (long long)t->limits.memory)
             return NULL;
     }
-    void *p = realloc(ptr, nsize);
+    void *p = rt->base_alloc(rt->base_ud, ptr, osize, nsize);
     if (!p)
         return NULL;
     rt->mem_used += nsize - osize;
     if (t)
         t->mem += (long long)nsize - (long long)osize;
     return p;
+}
+
+static void *libc_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    return realloc(ptr, nsize);
 }
 
 static int rt_panic(lua_State *L)
@@ -217,6 +235,7 @@ int runtime_init(struct runtime *rt, struct agent *a, size_t mem_limit)
 {
     memset(rt, 0, sizeof *rt);
     rt->mem_limit = mem_limit;
+    rt->base_alloc = libc_alloc;
     lua_State *L = lua_newstate(rt_alloc, rt);
     if (!L) {
         log_error("lua: cannot create a state with the agent's allocator");
@@ -231,6 +250,10 @@ int runtime_init(struct runtime *rt, struct agent *a, size_t mem_limit)
 int runtime_attach(struct runtime *rt, struct agent *a, lua_State *L)
 {
     memset(rt, 0, sizeof *rt);
+    /* Count through the state's own allocator, so task memory caps hold in
+     * the Lua module too. */
+    rt->base_alloc = lua_getallocf(L, &rt->base_ud);
+    lua_setallocf(L, rt_alloc, rt);
     return runtime_setup(rt, a, L);
 }
 

@@ -44,6 +44,8 @@ struct runtime {
     uv_idle_t runq_idle;
     uint64_t next_id;
     size_t mem_used, mem_limit; /* whole state; limit 0: none */
+    lua_Alloc base_alloc;       /* where the memory comes from */
+    void *base_ud;
     int hook_count;
     uint64_t tasks_started, tasks_failed;
 };

@@ -206,8 +206,7 @@ static void fuzz_lua_call(struct fuzz_lua *f, int (*push)(lua_State *L, void *ud
         .timeout = f->cfg->task_timeout,
         .memory = (size_t)f->cfg->task_memory,
     };
-    if (!getenv("MCP_FUZZ_NOHOOK"))
-        fuzz_lua_hook_on(L);
+    fuzz_lua_hook_on(L);
     fuzz_lua_prev = 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->run_ref);
     int nargs = push(L, ud);
@@ -222,8 +221,7 @@ static void fuzz_lua_call(struct fuzz_lua *f, int (*push)(lua_State *L, void *ud
     lua_settop(L, top);
     /* What the input left behind (a table, a closure) goes now, so that a
      * leak shows as growth across runs rather than hiding in garbage. */
-    if (!getenv("MCP_FUZZ_NOGC"))
-        lua_gc(L, LUA_GCCOLLECT, 0);
+    lua_gc(L, LUA_GCCOLLECT, 0);
 }
 
 struct fuzz_lua_bytes {

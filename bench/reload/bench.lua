@@ -201,7 +201,9 @@ local ok, err = pcall(function()
     .. "own (rolling with an on_event hook) besides the shipped recreate and rolling",
     wrk = "wrk -t2 -c8 on GET /v1/ps (a Podman list per request)" }
   agent_env.write_file(OUT, mcp.json.encode(result))
-  if loaded.failed ~= 0 then error(("%d requests failed during the reloads"):format(loaded.failed)) end
+  if loaded.failed ~= 0 then
+    error(("%d requests failed during the reloads"):format(loaded.failed))
+  end
 end)
 agent:stop()
 env:stop()

@@ -44,7 +44,9 @@ function driver.run(frames)
       session.env = getmetatable(session.env) and getmetatable(session.env).__index == SAFE
         and session.env or safe_env()
       local kind, text = console.eval(session, payload)
-      if os.getenv("MCP_FUZZ_DEBUG") then io.stderr:write(("eval %q -> %s %q\n"):format(payload, tostring(kind), tostring(text))) end
+      if os.getenv("MCP_FUZZ_DEBUG") then
+        io.stderr:write(("eval %q -> %s %q\n"):format(payload, tostring(kind), tostring(text)))
+      end
       if not KINDS[kind] then return fail("eval answered kind %s", tostring(kind)) end
       if type(text) ~= "string" then return fail("eval answered a %s", type(text)) end
     elseif t == "C" then

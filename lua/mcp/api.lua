@@ -349,7 +349,18 @@ local function format_value(v)
   if v == math.huge then return "+Inf" end
   if v == -math.huge then return "-Inf" end
   if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return string.format("%d", v) end
+  -- The shortest form that reads back the same: 0.005, not 0.0050000000000000001.
+  for digits = 15, 17 do
+    local text = string.format("%." .. digits .. "g", v)
+    if tonumber(text) == v then return text end
+  end
   return string.format("%.17g", v)
+end
+
+-- A path as it can appear in a JSON message: bytes that are not printable
+-- ASCII are written \xNN (the path may hold any byte a client sent).
+local function printable(s)
+  return (s:gsub("[^\32-\126]", function(c) return string.format("\\x%02X", c:byte()) end))
 end
 
 local TYPES = { counter = true, gauge = true, histogram = true, summary = true,
@@ -625,10 +636,11 @@ function api.handle(req)
   local stream_state = { started = false }
   if not route then
     if #params == 0 then
-      status, body = api.error(404, "not_found", "no such endpoint: %s", req.path)
+      status, body = api.error(404, "not_found", "no such endpoint: %s", printable(req.path))
     else
       status, body = api.error(405, "method_not_allowed", "%s is not allowed on %s "
-        .. "(allowed: %s)", req.method, req.path, table.concat(params, ", "))
+        .. "(allowed: %s)", printable(req.method), printable(req.path),
+        table.concat(params, ", "))
       headers = { Allow = table.concat(params, ", ") }
     end
   else

@@ -304,11 +304,69 @@ function Ctx:integer(path, v, what, min, max)
   return v
 end
 
+-- Longer than this is a typo, not a timeout (and would overflow timers).
+local MAX_DURATION = 366 * 86400
+
 function Ctx:duration(path, v, default)
   if v == nil then return default end
   local s, msg = duration.parse(v)
   if not s then return self:err(path, msg) end
+  if s > MAX_DURATION then
+    return self:err(path, show(v) .. " is longer than a year: expected a duration of at "
+      .. "most 366d")
+  end
   return s
+end
+
+-- Offset of the first byte of s that is not valid UTF-8, or nil.
+local function utf8_bad_offset(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len, min
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len, min = 2, 0x80
+    elseif c >= 0xE0 and c <= 0xEF then len, min = 3, 0x800
+    elseif c >= 0xF0 and c <= 0xF4 then len, min = 4, 0x10000
+    else return i end
+    if len > 1 then
+      if i + len - 1 > n then return i end
+      local cp = c % (2 ^ (7 - len))
+      for j = i + 1, i + len - 1 do
+        local b = s:byte(j)
+        if b < 0x80 or b > 0xBF then return i end
+        cp = cp * 64 + (b - 0x80)
+      end
+      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return i end
+    end
+    i = i + len
+  end
+  return nil
+end
+definition.utf8_bad_offset = utf8_bad_offset
+
+-- Every string of a raw definition (keys too) must be UTF-8: it is shown in
+-- JSON answers, logs and podman commands. TOML and JSON decoders already
+-- refuse bad bytes; a Lua definition can hold anything.
+local function check_utf8(ctx, path, v, depth)
+  if depth > 20 then return end
+  if type(v) == "string" then
+    local at = utf8_bad_offset(v)
+    if at then
+      ctx:err(path, string.format("string is not valid UTF-8 (byte \\x%02X at offset %d)",
+        v:byte(at), at))
+    end
+  elseif type(v) == "table" then
+    for k, x in pairs(v) do
+      if type(k) == "string" and utf8_bad_offset(k) then
+        ctx:err(path, "a key is not valid UTF-8")
+      else
+        local sub = type(k) == "number" and string.format("%s[%d]", path, k)
+          or join_path(path, tostring(k))
+        check_utf8(ctx, sub, x, depth + 1)
+      end
+    end
+  end
 end
 
 function Ctx:string_list(path, v, what)
@@ -984,6 +1042,8 @@ function definition.validate(t, source, opts)
     ctx:expect("", "a table of service fields", t)
     return nil, ctx.errors
   end
+  check_utf8(ctx, "", t, 0)
+  if #ctx.errors > 0 then return nil, ctx.errors end
   ctx:fields("", t, TOP_FIELDS, TOP_ALIASES)
   local def = { source = source }
   if t.name == nil then

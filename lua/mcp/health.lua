@@ -34,6 +34,44 @@ function health.host_port(comp, hc, ports)
   return nil
 end
 
+-- The container port a check's route maps to, or nil.
+function health.container_port(comp, hc)
+  local want = hc.port
+  for _, r in ipairs(comp.routes or {}) do
+    if want == nil or want == r.name or want == r.key or want == r.port then return r.port end
+  end
+  return nil
+end
+
+-- Whether a socket listens on port in the container's network namespace:
+-- /proc/PID/net/tcp{,6} of its main process, readable by the agent's user.
+-- Returns true, or false and why; true when it cannot tell (the host port
+-- check then decides).
+function health.listens(container, port)
+  local info = mcp.podman.inspect(container)
+  local pid = info and info.State and info.State.Pid
+  if not pid or pid == 0 then return false, container .. " is not running" end
+  local want = string.format(":%04X", port)
+  local readable = false
+  for _, f in ipairs({ "tcp", "tcp6" }) do
+    local fh = io.open(string.format("/proc/%d/net/%s", pid, f), "r")
+    if fh then
+      readable = true
+      for line in fh:lines() do
+        -- sl local_address rem_address st ...; st 0A is LISTEN
+        local laddr, st = line:match("^%s*%d+:%s+(%x+:%x+)%s+%x+:%x+%s+(%x%x)")
+        if laddr and st == "0A" and laddr:sub(-5):upper() == want then
+          fh:close()
+          return true
+        end
+      end
+      fh:close()
+    end
+  end
+  if not readable then return true end
+  return false, string.format("nothing listens on port %d inside %s", port, container)
+end
+
 -- The object a lua check receives.
 local function check_context(target, port)
   return {
@@ -75,9 +113,19 @@ function health.probe(target)
     if not port then
       detail = "no host port for the check"
     else
-      local r, err = mcp.net.tcp_check("127.0.0.1", port, { timeout = hc.timeout })
-      ok, detail = r and true or false, r and ("127.0.0.1:" .. port .. " accepts")
-        or err
+      -- Podman's port forwarders (rootlessport, slirp4netns) accept on the
+      -- host port whether or not anything listens inside the container, so
+      -- the check first asks the container's own network namespace.
+      local cport = health.container_port(comp, hc)
+      local listening, why = true, nil
+      if cport then listening, why = health.listens(target.container, cport) end
+      if not listening then
+        detail = why
+      else
+        local r, err = mcp.net.tcp_check("127.0.0.1", port, { timeout = hc.timeout })
+        ok, detail = r and true or false, r and ("127.0.0.1:" .. port .. " accepts")
+          or err
+      end
     end
   elseif kind == "exec" then
     local r, err, status = mcp.podman.exec(target.container, { cmd = hc.command,

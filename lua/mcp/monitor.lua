@@ -168,7 +168,8 @@ end
 -- Remediation
 
 -- Brings one component back after a backoff delay, unless it flaps.
--- opts.cause: "exited", "missing", "stopped", "dead", "drift", "unhealthy";
+-- opts.cause: "exited" (died, or found exited), "missing", "dead", "drift",
+-- "unhealthy";
 -- opts.restart: restart a running container (an unhealthy one);
 -- opts.recreate: remove the container first (drift, dead).
 -- Returns "scheduled", "pending" (a restart is on its way already),
@@ -433,7 +434,7 @@ function monitor.plan_and_repair(want, actual)
         if not monitor.flapping(service, component) then
           local recreate = a.op == "recreate" and a.cause ~= "missing"
           monitor.container_gone(service, component, exit_codes[a.container], a.cause,
-            { cause = a.cause == "stopped" and "stopped" or (a.cause:match("^drift") and "drift")
+            { cause = a.cause == "stopped" and "exited" or (a.cause:match("^drift") and "drift")
               or a.cause, recreate = recreate, why = a.reason })
         end
       elseif a.op == "remove" or a.op == "unpause" or a.op == "orphan" then
@@ -477,7 +478,9 @@ function monitor.on_event(ev)
     s.probing[name] = nil              -- checked at the next tick
     return
   end
-  if action == "died" or action == "remove" or action == "stop" then
+  if action == "died" or action == "remove" then
+    -- (No "stop": Podman's stream loses it after its API service restarts,
+    -- and "died" follows it anyway.)
     if c then c.running, c.state = false, action == "remove" and "removed" or "exited" end
     forget_health(name)
     if action == "remove" then s.containers[name] = nil end
@@ -487,31 +490,9 @@ function monitor.on_event(ev)
     local cur = registry.revision_current(mcp.state.db, service)
     local rev = attrs["mcp.revision"]
     if cur and rev and rev ~= cur.id then return end
-    if action == "stop" then return monitor.stopped_outside(service, component, name) end
     local code = tonumber(attrs.containerExitCode)
     monitor.container_gone(service, component, code, action)
   end
-end
-
--- A `podman stop` the agent did not do (its own stops happen under the
--- service's lock, or after the service was made inactive, or are marked).
--- Like Podman's own restart policies, `always` restarts the container, and
--- `unless-stopped` and `on-failure` leave it stopped until an operator
--- starts, restarts or deploys the service.
-function monitor.stopped_outside(service, component, name)
-  local rev = desired()[service]
-  if not rev or booting() then return end
-  local comp = component_of(rev, component)
-  if not comp or comp.restart == "always" or comp.restart == "no" then return end
-  local r = restarts_of(service .. "/" .. component)
-  if r.stopped then return end
-  -- Its died event may have come first and scheduled a restart: r.stopped
-  -- calls that off (carry_out looks).
-  r.stopped = "stopped outside the agent"
-  events.emit({ kind = "stopped", service = service, component = component,
-    message = string.format("%s was stopped outside the agent (podman stop); restart = %s "
-      .. "leaves it stopped until `mcp start %s`", name, comp.restart, service),
-    data = { cause = "outside" } })
 end
 
 ----------------------------------------------------------------------------

@@ -77,7 +77,7 @@ local function error_text(e)
   return "(error object is a " .. type(e) .. " value)"
 end
 
--- Starts fn(...) as a job named name; reload.wait() waits for it.
+-- Starts fn(...) as a job named name; job_wait() waits for it.
 local function job_start(name, fn, ...)
   local job = { name = name, co = coroutine.create(fn), args = pack(...) }
   local lim = reload.limits()
@@ -140,20 +140,11 @@ local function job_outcome(job, file)
   if limit then
     local where = file and dead_where(job.co, file) or ""
     return false, string.format("%s%s: stopped while loading: %s", file or job.name, where,
-      limit), true
+      limit)
   end
   if msg then return false, msg end
   return false, string.format("%s: stopped by a [lua] limit while loading (the agent's log "
-    .. "has the task's error)", file or job.name), true
-end
-
--- reload.job(name, fn, ...) -> true, results... | false, message: runs fn
--- as a job and waits for it. For load-time code outside a reload (a
--- definition sent to the API).
-function reload.job(name, fn, ...)
-  local job = job_start(name, fn, ...)
-  job_wait({ job })
-  return job_outcome(job)
+    .. "has the task's error)", file or job.name)
 end
 
 ----------------------------------------------------------------------------
@@ -271,20 +262,17 @@ local function load_library(lib_dir, gen, progress)
   return loaded, #mods, errors
 end
 
--- In a job: one file of operator code, run in its sandbox. kind is
--- "policy", "route provider" or "definition". Returns what the agent keeps
--- of it (hooks, or the definition as plain data), or nil, "file:line: msg".
+-- In a job: one file of operator code, run in its sandbox, unprotected: an
+-- error or a limit ends the job's coroutine inside the file, where
+-- job_outcome finds it. kind is "policy", "route provider" or "definition".
+-- Returns what the agent keeps of it (hooks, or the definition as plain
+-- data), or nil, "file: message".
 local function load_operator_file(sandbox, path, kind, extra)
   local text, rerr = read(path)
   if not text then return nil, path .. ": " .. tostring(rerr) end
-  local v, err = sandbox.load_file(path, text, extra)
-  if err then
-    -- A failed allocation is an error the file's own pcall could catch: it
-    -- carries no position, so the file is named here.
-    local limit = reload.limit_text(err)
-    if limit then return nil, path .. ": stopped while loading: " .. limit end
-    return nil, err
-  end
+  local fn, err = sandbox.compile(text, path, sandbox.env(path, extra))
+  if not fn then return nil, err end
+  local v = fn()
   if type(v) ~= "table" then
     if kind == "definition" then
       return nil, string.format("%s: a Lua definition must return a table, got %s", path,
@@ -311,20 +299,27 @@ function reload.read_definition(path, text, ext, sandbox)
     return v
   end
   local function load_def()
-    local def, err = sandbox.load_file(path, text)
-    if err then
-      local limit = reload.limit_text(err)
-      if limit then return nil, path .. ": stopped while loading: " .. limit end
-      return nil, err
-    end
+    local fn, err = sandbox.compile(text, path, sandbox.env(path))
+    if not fn then return nil, err end
+    local def = fn()
     if type(def) ~= "table" then
       return nil, string.format("%s: a Lua definition must return a table, got %s", path,
         type(def))
     end
     return sandbox.plain(def, path)
   end
-  if not mcp.task.current() then return load_def() end
-  local ok, def, err = reload.job("load " .. path, load_def)
+  if not mcp.task.current() then
+    local def, err = sandbox.load_file(path, text)
+    if err then return nil, err end
+    if type(def) ~= "table" then
+      return nil, string.format("%s: a Lua definition must return a table, got %s", path,
+        type(def))
+    end
+    return sandbox.plain(def, path)
+  end
+  local job = job_start("load " .. path, load_def)
+  job_wait({ job })
+  local ok, def, err = job_outcome(job, path)
   if not ok then return nil, def end
   return def, err
 end

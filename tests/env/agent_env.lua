@@ -126,6 +126,7 @@ local function config_text(self, opts)
     ('services_dir = "%s"'):format(self.services_dir),
     ('policies_dir = "%s"'):format(self.policies_dir),
     ('lib_dir = "%s"'):format(self.lib_dir),
+    opts.agent_config or "",
     "[podman]",
     ('socket = "%s"'):format(self.podman_socket),
     "[api]",
@@ -141,8 +142,10 @@ end
 
 -- agent_env.start{podman = env, node = "test", services = {name = text or
 -- {ext = "lua", text = ...}}, policies = {name = text}, config = "extra TOML
--- sections", log_level = "debug", user = uid} -> agent. The agent answers
--- /v1/health when this returns.
+-- sections", agent_config = "more keys of [agent]", log_level = "debug", user =
+-- uid} -> agent. The agent answers /v1/health when this returns.
+-- MCP_AGENT_WRAPPER, when set, prefixes the server's command line (e.g.
+-- "valgrind --leak-check=full --log-file=/tmp/vg.%p"; docs/reliability.md).
 function agent_env.start(opts)
   opts = opts or {}
   local self = setmetatable({ node = opts.node or "test", podman = opts.podman,
@@ -222,9 +225,11 @@ end
 
 -- Starts (or starts again) the server process and waits for /v1/health.
 function Agent:start()
-  self.pid = run(("%s%s server --config %s >>%s 2>&1 & echo $!"):format(as_user(self),
-    q(self.agent), q(self.config_path), q(self.log)))
-  local deadline = now() + 20
+  local wrapper = os.getenv("MCP_AGENT_WRAPPER")
+  self.pid = run(("%s%s%s server --config %s >>%s 2>&1 & echo $!"):format(as_user(self),
+    wrapper and wrapper ~= "" and wrapper .. " " or "", q(self.agent), q(self.config_path),
+    q(self.log)))
+  local deadline = now() + (wrapper and 120 or 20)
   while now() < deadline do
     local status = self:api("GET", "/v1/health", { timeout = 2 })
     if status == 200 then return self end

@@ -14,7 +14,7 @@
 # start also lets mcp write /srv, where the agent makes /srv/<service>, the
 # way docs/operations.md tells operators of a shared /srv (group mcp, g+rwx),
 # when mcp cannot already; stop puts /srv back as it was, and removes
-# /run/user/850 when start made it.
+# /run/user/850 when setup made it (and nothing else is in it).
 #
 # Storage, runtime state (XDG_RUNTIME_DIR=DIR/run: runroot, pause process,
 # runc and netns state) and config live in DIR, owned by mcp; only the socket
@@ -32,6 +32,7 @@ MCP_USER=mcp
 MCP_ID=850
 MCP_HOME=/srv/mcp
 RUN_USER=/run/user/$MCP_ID
+RUN_USER_MARK=.made-by-podman-env
 SOCK_PATH=$RUN_USER/podman/podman.sock
 SUBIDS=100000:65536
 
@@ -83,7 +84,8 @@ cmd_setup() {
     if [ ! -d "$RUN_USER" ]; then
         install -d -m 0700 -o "$MCP_ID" -g "$MCP_ID" "$RUN_USER"
         changed+=" $RUN_USER"
-        RUN_USER_MADE=1
+        # So that stop knows it may remove it again.
+        touch "$RUN_USER/$RUN_USER_MARK"
     fi
     if [ ! -d "$RUN_USER/podman" ]; then
         install -d -m 0700 -o "$MCP_ID" -g "$MCP_ID" "$RUN_USER/podman"
@@ -180,7 +182,6 @@ cmd_start() {
         chown -R "$MCP_ID:$MCP_ID" "$DIR"
         chmod 0700 "$DIR"
     fi
-    [ "${RUN_USER_MADE:-0}" = 1 ] && touch "$DIR/run-user.made"
     srv_grant
     echo "$DIR" >"$RUN_USER/podman/podman-env.dir"
     chown "$MCP_ID:$MCP_ID" "$RUN_USER/podman/podman-env.dir"
@@ -195,19 +196,23 @@ cmd_start() {
     say "rootless environment ready in $(ms_since "$t0") ms (as $MCP_USER, $SOCK)"
 }
 
+# /run/user/850 goes when setup made it and it holds nothing else (another
+# environment's socket, a console socket): then it is as before setup.
+run_user_remove() {
+    [ -f "$RUN_USER/$RUN_USER_MARK" ] || return 0
+    rm -f "$RUN_USER/$RUN_USER_MARK"
+    rmdir "$RUN_USER/podman" 2>/dev/null || true
+    rmdir "$RUN_USER" 2>/dev/null || touch "$RUN_USER/$RUN_USER_MARK"
+}
+
 cmd_stop_rootless() {
-    local made=0
     [ -e "$DIR" ] || { say "$DIR: nothing to stop"; return 0; }
     [ -f "$DIR/$MARKER" ] && srv_restore
-    [ -f "$DIR/run-user.made" ] && made=1
     cmd_stop
     if [ "$(cat "$RUN_USER/podman/podman-env.dir" 2>/dev/null)" = "$DIR" ]; then
         rm -f "$RUN_USER/podman/podman-env.dir" "$SOCK"
     fi
-    if [ "$made" = 1 ]; then
-        rmdir "$RUN_USER/podman" "$RUN_USER" 2>/dev/null ||
-            say "$RUN_USER is not empty: left in place"
-    fi
+    run_user_remove
 }
 
 rootless_main() {

@@ -98,14 +98,6 @@ local function deploy(name, text)
   return r
 end
 
-local function podman_names()
-  local out = env:podman({ "ps", "-a", "--format", "{{.Names}}" })
-  local names = {}
-  for n in out:gmatch("%S+") do names[#names + 1] = n end
-  table.sort(names)
-  return table.concat(names, " ")
-end
-
 local function container_state(name)
   local out, code = env:podman({ "inspect", "--format", "{{.State.Status}}", name })
   return code == 0 and out:match("%S+") or nil

@@ -229,17 +229,25 @@ describe("hot reload of a running agent", function()
     assert.matches("SIGHUP: reloading", agent:log_text(), 1, true)
     assert.matches("%(SIGHUP%)", agent:log_text())
 
+    -- (The checkout's library is watched too: another reload may come in
+    -- between, so generations are compared, not counted.)
     local code, body = agent:api("POST", "/v1/reload")
     assert.equal(200, code, agent:log_tail())
-    assert.equal(after + 1, body.generation)
-    assert.equal(after, body.previous)
+    assert.is_true(body.previous >= after)
+    assert.equal(body.previous + 1, body.generation)
     assert.is_true(body.files > 20, "the library, the policies and the definitions")
     assert.is_true(body.took_ms > 0 and body.took_ms < 1000, "took_ms " .. body.took_ms)
+    for _, k in ipairs({ "library_ms", "files_ms", "definitions_ms" }) do
+      assert.is_number(body.phases[k])
+    end
 
     local out, rc = agent:eval("reload()")
     assert.equal(0, rc)
-    assert.matches(("generation %d → %d: %%d+ files"):format(after + 1, after + 2), out)
-    assert.equal(after + 2, generation(agent))
+    local from, to = out:match("generation (%d+) → (%d+): %d+ files")
+    assert.is_truthy(from, out)
+    assert.is_true(tonumber(from) >= body.generation)
+    assert.equal(tonumber(from) + 1, tonumber(to))
+    assert.is_true(generation(agent) >= tonumber(to))
   end)
 
   it("lets a task that started before a reload finish on its own generation's code", function()

@@ -114,6 +114,7 @@ describe("the sandbox of policies and definitions, at load time", function()
       local t0 = now()
       local code, res = agent:api("POST", "/v1/reload")
       local took = now() - t0
+      local _, st = agent:api("GET", "/v1/status")
       os.remove(file)
       assert.equal(422, code, agent:log_tail())
       local msg = res.error.message
@@ -121,8 +122,8 @@ describe("the sandbox of policies and definitions, at load time", function()
       assert.matches(expect, msg)
       assert.is_true(took < 5, ("the reload took %.1f s"):format(took))
       assert.equal(200, (agent:api("GET", "/v1/health")))
-      assert.equal(gen, generation(), "the running generation stays")
-      local _, st = agent:api("GET", "/v1/status")
+      -- (While evil.lua is there, every reload fails: the watcher's too.)
+      assert.equal(gen, st.reload.generation, "the running generation stays")
       assert.matches(escape(file), st.last_reload_error.message)
     end)
   end

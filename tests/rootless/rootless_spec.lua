@@ -77,6 +77,9 @@ local function start_rootless_env()
   while true do
     local ok, env = pcall(podman_env.start, { rootless = true })
     if ok then return env end
+    -- The refused start leaves its fresh, empty directory behind.
+    local dir = tostring(env):match("start (/tmp/mcp%-test%-%w+) failed")
+    if dir then run("rmdir " .. q(dir)) end
     if not tostring(env):find("another rootless environment", 1, true)
         or agent_env.now() > deadline then
       error(env, 0)
