@@ -31,6 +31,8 @@ done
 
 work=$(mktemp -d /tmp/mcp-bench.XXXXXX)
 chmod 755 "$work"
+logs=build/bench/logs             # each step's output, kept after the run
+rm -rf "$logs" && mkdir -p "$logs"
 export BENCH_CLEANUP="$work/cleanup"
 
 # What bench/deploy/bench.lua started and had not stopped yet when this
@@ -57,19 +59,19 @@ started=$(date +%s)
 failed=""
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# step NAME COMMAND...: runs one benchmark with its output in $work/NAME.log,
+# step NAME COMMAND...: runs one benchmark with its output in $logs/NAME.log,
 # prints one line, and the log's end when it failed.
 step() {
     name=$1
     shift
     t0=$(date +%s)
     printf 'bench: %-8s ' "$name"
-    if "$@" >"$work/$name.log" 2>&1; then
+    if "$@" >"$logs/$name.log" 2>&1; then
         echo "done in $(( $(date +%s) - t0 )) s"
         echo "$name ok $(( $(date +%s) - t0 ))" >> "$work/steps"
     else
-        echo "FAILED after $(( $(date +%s) - t0 )) s; the end of its output:"
-        tail -n 25 "$work/$name.log" | sed 's/^/    /'
+        echo "FAILED after $(( $(date +%s) - t0 )) s; the end of $logs/$name.log:"
+        tail -n 25 "$logs/$name.log" | sed 's/^/    /'
         echo "$name failed $(( $(date +%s) - t0 ))" >> "$work/steps"
         failed="$failed $name"
     fi
@@ -309,10 +311,10 @@ def fmt(s, digits):
 
 
 def ratio(r):
-    if r["ratio"] is None:
-        return "—"
     v = r["ratio"]
-    return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}" if v >= 0.1 else f"{v:.2g}"
 
 
 lines = [

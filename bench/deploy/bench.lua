@@ -24,7 +24,7 @@
 --      podman and its waited children per check (bench/deploy/peers.py).
 --
 --   BENCH_SERVICES (100), DEPLOY_BENCH_N (20), DEPLOY_BENCH_ROUNDS (3),
---   API_BENCH_ROUNDS (3), API_BENCH_SECONDS (4), API_BENCH_CONNECTIONS (8),
+--   API_BENCH_ROUNDS (3), API_BENCH_SECONDS (5), API_BENCH_CONNECTIONS (8),
 --   MEMORY_SAMPLES (5), HEALTH_PEER_CHECKS (20), HEALTH_PEER_ROUNDS (3)
 --   BENCH_LOADGEN   the load generator (build/bench/loadgen)
 --   BENCH_CLEANUP   a file to which what must be cleaned up is appended as
@@ -44,7 +44,7 @@ local SERVICES = knob("BENCH_SERVICES", 100)
 local DEPLOY_N = knob("DEPLOY_BENCH_N", 20)
 local DEPLOY_ROUNDS = knob("DEPLOY_BENCH_ROUNDS", 3)
 local API_ROUNDS = knob("API_BENCH_ROUNDS", 3)
-local API_SECONDS = knob("API_BENCH_SECONDS", 4)
+local API_SECONDS = knob("API_BENCH_SECONDS", 5)
 local API_CONNECTIONS = knob("API_BENCH_CONNECTIONS", 8)
 local MEM_SAMPLES = knob("MEMORY_SAMPLES", 5)
 local HEALTH_CHECKS = knob("HEALTH_PEER_CHECKS", 20)
@@ -238,5 +238,9 @@ if agent then agent:stop() end
 env:stop()
 -- The bind mounts' directories this run made under /srv (empty ones only).
 for _, d in ipairs(created_srv) do os.execute("rmdir " .. q(d) .. " 2>/dev/null") end
-if not ok then error(err, 0) end
+if not ok then
+  io.stderr:write("bench/deploy/bench.lua: ", tostring(err), "\n")
+  os.exit(1)
+end
 agent_env.write_file(OUT, mcp.json.encode(result))
+os.exit(0)

@@ -387,7 +387,9 @@ function deploy.run(def, opts)
   elseif res == false or (res == nil and rerr) then failed = failed or tostring(rerr) end
 
   if failed then
-    -- Whatever the policy left of the new revision goes; the old one stays.
+    -- Whatever the policy left of the new revision goes; the old one stays,
+    -- and routes the policy switched to the new one point back at it.
+    if ctx.switched then ctx:switch_routes(ctx.old) end
     if ctx.new and not ctx.new.removed then ctx:remove(ctx.new) end
     registry.revision_set_status(db(), def.name, rev, "failed", failed)
     events.emit({ kind = "deploy_failed", service = def.name,

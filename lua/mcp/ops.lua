@@ -19,14 +19,17 @@ local function not_found(name)
   return nil, string.format("service %q is not deployed on this node", name), "not_found"
 end
 
--- Runs fn with the service locked against other operations.
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- Runs fn with the service locked against other operations. Its results
+-- are passed on whole: `nil, err, code` has a hole that `#` may not see past.
 local function locked(name, op, fn)
   local ok, err = deploy.lock(name, op)
   if not ok then return nil, err, "conflict" end
-  local res = { pcall(fn) }
+  local res = pack(pcall(fn))
   deploy.unlock(name)
   if not res[1] then error(res[2], 0) end
-  return unpack(res, 2)
+  return unpack(res, 2, res.n)
 end
 
 local function each_container(name, fn)
@@ -73,11 +76,20 @@ function ops.restore_component(name, component)
   local comp = definition.component(def, component)
   if not comp then return nil, "no component " .. component .. " in " .. name end
   local cname = definition.container_name(name, component)
+  local ports = rev.spec.ports or {}
+  local bad = {}
   local info = mcp.podman.inspect(cname)
   if info then
     if info.State and info.State.Running then return true end
     local image_ok = not info.ImageName or info.ImageName == comp.image
-    if image_ok then return mcp.podman.start(cname) end
+    if image_ok then
+      local ok, err = mcp.podman.start(cname)
+      if ok or not tostring(err):find("address already in use", 1, true) then
+        return ok, err
+      end
+      -- Its port was taken while it was stopped: recreated on another.
+      for _, port in pairs(ports[comp.name] or {}) do bad[port] = true end
+    end
     mcp.podman.remove(cname, { force = true })
   end
   if not mcp.podman.images.exists(comp.image) then
@@ -86,9 +98,20 @@ function ops.restore_component(name, component)
   end
   local dok, derr = deploy.ensure_dirs(def, comp)
   if not dok then return nil, derr end
-  local ports = rev.spec.ports or {}
-  local bad = {}
   for attempt = 1, 3 do
+    if next(bad) then
+      local _, aerr = deploy.assign_ports(def, ports, comp.name, bad)
+      if aerr then return nil, aerr end
+      rev.spec.ports = ports
+      registry.revision_set_spec(db(), name, rev.id, rev.spec)
+      events.emit({ kind = "ports_changed", service = name, component = component,
+        message = string.format("%s: a port was taken by another program; now on %s", cname,
+          mcp.json.encode(ports[comp.name])) })
+      local rok, rerr = routes.switch(def, ports, def)
+      if not rok then
+        events.emit({ kind = "routes_failed", service = name, message = tostring(rerr) })
+      end
+    end
     local spec = definition.container_spec(def, comp, { ports = ports, revision = rev.id })
     spec.restart_policy = "no"      -- the agent supervises restarts itself
     local ok, err = mcp.podman.create(spec)
@@ -100,17 +123,6 @@ function ops.restore_component(name, component)
     end
     mcp.podman.remove(cname, { force = true })
     for _, port in pairs(ports[comp.name] or {}) do bad[port] = true end
-    local _, aerr = deploy.assign_ports(def, ports, comp.name, bad)
-    if aerr then return nil, aerr end
-    rev.spec.ports = ports
-    registry.revision_set_spec(db(), name, rev.id, rev.spec)
-    events.emit({ kind = "ports_changed", service = name, component = component,
-      message = string.format("%s: %s; now on %s", cname, tostring(err),
-        mcp.json.encode(ports[comp.name])) })
-    local rok, rerr = routes.switch(def, ports, def)
-    if not rok then
-      events.emit({ kind = "routes_failed", service = name, message = tostring(rerr) })
-    end
   end
 end
 

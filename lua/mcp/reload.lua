@@ -113,8 +113,8 @@ local function job_wait(jobs)
   end
 end
 
--- Where in file the coroutine was when it died: ":LINE", " (in the function
--- at line N)", or "".
+-- Where in file the coroutine was when it died: ":LINE", ", in the function
+-- at line N" (a limit leaves no current line), or "".
 local function dead_where(co, file)
   for level = 0, 50 do
     local ok, info = pcall(debug.getinfo, co, level, "Sl")
@@ -122,7 +122,7 @@ local function dead_where(co, file)
     if info.source == "@" .. file then
       if info.currentline and info.currentline > 0 then return ":" .. info.currentline end
       if info.linedefined and info.linedefined > 0 then
-        return string.format(" (in the function at line %d)", info.linedefined)
+        return string.format(", in the function at line %d", info.linedefined)
       end
       return ""
     end
@@ -139,7 +139,10 @@ local function job_outcome(job, file)
   local limit = reload.limit_text(msg)
   if limit then
     local where = file and dead_where(job.co, file) or ""
-    return false, string.format("%s%s: stopped while loading: %s", file or job.name, where,
+    if where:sub(1, 1) == ":" then
+      return false, string.format("%s%s: stopped while loading: %s", file, where, limit)
+    end
+    return false, string.format("%s: stopped while loading%s: %s", file or job.name, where,
       limit)
   end
   if msg then return false, msg end
@@ -237,9 +240,10 @@ local function load_library(lib_dir, gen, progress)
     local outer = progress.path
     progress.path = path
     loading[name] = true
-    local result = fn(name)
+    local ok, result = pcall(fn, name)
     loading[name] = nil
     progress.path = outer
+    if not ok then error(result, 0) end
     if result == nil then result = true end
     loaded[name] = result
     return result
@@ -309,13 +313,9 @@ function reload.read_definition(path, text, ext, sandbox)
     return sandbox.plain(def, path)
   end
   if not mcp.task.current() then
-    local def, err = sandbox.load_file(path, text)
-    if err then return nil, err end
-    if type(def) ~= "table" then
-      return nil, string.format("%s: a Lua definition must return a table, got %s", path,
-        type(def))
-    end
-    return sandbox.plain(def, path)
+    local ok, def, err = pcall(load_def)
+    if not ok then return nil, tostring(def) end
+    return def, err
   end
   local job = job_start("load " .. path, load_def)
   job_wait({ job })

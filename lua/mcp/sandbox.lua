@@ -158,20 +158,20 @@ end
 -- Strings share one metatable with the agent, whose __index is the string
 -- library: ("").dump would reach string.dump. The method table becomes a
 -- copy without dump (the agent never calls dump as a method; string.dump
--- itself stays). Done once per Lua state.
+-- itself stays). Done once per Lua state: mcp.state remembers the table.
 local function seal_string_methods()
   local smt = getmetatable("")
-  if type(smt) ~= "table" or (type(smt.__index) == "table" and rawget(smt.__index,
-      "__mcp_sealed")) then
+  if type(smt) ~= "table" or (smt.__index ~= nil
+      and smt.__index == mcp.state.sandbox_string_methods) then
     return
   end
   local methods = copy_lib(string, { dump = true })
-  methods.__mcp_sealed = true
   setmetatable(methods, { __index = function(_, k)
     if k == "dump" then error(FORBIDDEN.string.dump, 2) end
     return string[k]       -- functions added to string later stay reachable
   end })
   smt.__index = methods
+  mcp.state.sandbox_string_methods = methods
 end
 
 -- Metatables set by sandboxed code: getmetatable shows only these, so that a

@@ -432,7 +432,7 @@ describe("an agent killed with SIGKILL", function()
       if #problems > 0 then
         failures = failures + 1
         local text = ("seed %d: not settled after %ds:\n  %s\n-- agent log:\n%s"):format(seed,
-          SETTLE, table.concat(problems, "\n  "), agent:log_tail(40))
+          SETTLE, table.concat(problems, "\n  "), (run("tail -n 30 " .. q(agent.log))))
         -- Start the next trial from a clean agent rather than from this mess.
         agent:stop()
         env:podman("rm -af -t 0")
