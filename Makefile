@@ -61,6 +61,9 @@ demo: all
 bench: all
 	sh bench/run.sh
 
+# Every libFuzzer harness (clang, ASan + UBSan) for FUZZ_SECONDS each;
+# `make check` runs a short pass of them (tests/c/fuzz_short.sh).
+FUZZ_SECONDS ?= 60
 fuzz:
 	sh fuzz/run.sh $(FUZZ_SECONDS)
 

@@ -14,10 +14,12 @@
 #
 # Needs `make` (make bench builds first), root (the test environment's
 # Podman, tests/env/podman-env.sh) and the packages of `make deps`. Takes
-# about 6 minutes on 2 cores. A step that fails is reported and the others
-# still run; the exit code is then 1. Knobs: the variables of each step's
-# script (see their headers), HEALTH_BENCH_REPEAT (3), POLICY_BENCH_CALLS
-# (1000000), POLICY_BENCH_RUNS (5). Nothing here asserts a time.
+# about 7 minutes on 2 cores. Each step's output goes to build/bench/logs/;
+# a step that fails is reported and the others still run; the exit code is
+# then 1. Knobs: the variables of each step's script (see their headers;
+# HEALTH_BENCH_SECONDS defaults to 10 here), HEALTH_BENCH_REPEAT (3),
+# POLICY_BENCH_CALLS (1000000), POLICY_BENCH_RUNS (5). Nothing here asserts
+# a time.
 set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -192,9 +194,9 @@ healths = [h for h in healths if h]
 rows = []   # what, unit, agent stats, peer name, peer stats, note
 
 
-def row(section, what, unit, agent, peer_name, peer, note="", digits=1):
+def row(section, what, unit, agent, peer_name, peer, note=""):
     rows.append({"section": section, "what": what, "unit": unit, "agent": agent,
-                 "peer_name": peer_name, "peer": peer, "note": note, "digits": digits,
+                 "peer_name": peer_name, "peer": peer, "note": note,
                  "ratio": (agent["median"] / peer["median"]
                            if agent and peer and peer["median"] else None)})
 
@@ -208,28 +210,34 @@ if node:
         p50 = lambda r: r["latency_ms"]["p50"]
         p99 = lambda r: r["latency_ms"]["p99"]
         sec = f"1. API reads: {a['containers']} containers, {a['connections']} connections"
-        row(sec, "GET /v1/ps vs Podman's list, requests/s (same client, loadgen)", "req/s",
-            pick("agent_loadgen", rps), "Podman libpod containers/json", pick("podman_loadgen", rps))
+        row(sec, "GET /v1/ps vs Podman's list of the same containers, requests/s "
+            "(same client: loadgen)", "req/s", pick("agent_loadgen", rps),
+            "Podman libpod containers/json", pick("podman_loadgen", rps))
         row(sec, "  p50 latency", "ms", pick("agent_loadgen", p50), "Podman",
-            pick("podman_loadgen", p50), digits=2)
+            pick("podman_loadgen", p50))
         row(sec, "  p99 latency", "ms", pick("agent_loadgen", p99), "Podman",
-            pick("podman_loadgen", p99), digits=2)
-        row(sec, "GET /v1/ps vs nginx static file of the same JSON, requests/s (wrk)", "req/s",
-            pick("agent_wrk", rps), "nginx (1 worker)", pick("nginx_wrk", rps))
+            pick("podman_loadgen", p99))
+        row(sec, "  p50 latency on one connection: the agent's own cost per request", "ms",
+            pick("agent_loadgen_1", p50), "Podman", pick("podman_loadgen_1", p50))
+        row(sec, "  p99 latency on one connection", "ms", pick("agent_loadgen_1", p99),
+            "Podman", pick("podman_loadgen_1", p99))
+        row(sec, "GET /v1/ps (wrk) vs nginx serving the same JSON as a static file, "
+            "requests/s", "req/s", pick("agent_wrk", rps), "nginx (1 worker), wrk",
+            pick("nginx_wrk", rps))
         row(sec, "  p50 latency (wrk)", "ms", pick("agent_wrk", p50), "nginx",
-            pick("nginx_wrk", p50), digits=2)
+            pick("nginx_wrk", p50))
         row(sec, "  p99 latency (wrk)", "ms", pick("agent_wrk", p99), "nginx",
-            pick("nginx_wrk", p99), digits=2)
-        row(sec, "  requests/s, same client (loadgen)", "req/s", pick("agent_loadgen", rps),
-            "nginx", pick("nginx_loadgen", rps))
+            pick("nginx_wrk", p99))
+        row(sec, "  requests/s, loadgen", "req/s", pick("agent_loadgen", rps), "nginx, loadgen",
+            pick("nginx_loadgen", rps))
     d = node.get("deploy")
     if d:
         sec = f"2. Deploy cost: {d['services']} services, create and start, no health wait"
         agent = stats(d["seconds"]["agent"])
         row(sec, f"deploy {d['services']} through the agent vs Podman's API by a script",
-            "s", agent, "Podman REST API", stats(d["seconds"]["podman_api"]), digits=2)
+            "s", agent, "Podman REST API", stats(d["seconds"]["podman_api"]))
         row(sec, f"deploy {d['services']} through the agent vs a loop of podman run -d", "s",
-            agent, "podman run -d", stats(d["seconds"]["podman_run"]), digits=2)
+            agent, "podman run -d", stats(d["seconds"]["podman_run"]))
     m = node.get("memory", {})
     sec = "3. Memory: resident (VmRSS), agent vs the podman system service process"
     for key, label in (("idle_0", "idle, 0 services"), ("idle_100", "idle, 100 services"),
@@ -250,7 +258,7 @@ if reload:
         "requests", given(u["ps_failed"], u["ps_failed"], u["ps_failed"], 1),
         "the same wrk without reloads",
         given(u["baseline"]["ps_failed"], u["baseline"]["ps_failed"],
-              u["baseline"]["ps_failed"], 1), digits=0)
+              u["baseline"]["ps_failed"], 1))
     row(sec, "GET /v1/ps requests/s during the reloads vs without", "req/s",
         given(u["ps_requests_per_second"], u["ps_requests_per_second"],
               u["ps_requests_per_second"], 1), "without reloads",
@@ -264,7 +272,7 @@ if healths or (node and node.get("health_peer")):
         "podman healthcheck run", "CPU s",
         stats([h["cpu_seconds_per_1000_checks"] for h in healths]),
         "podman healthcheck run (wget in the container)",
-        stats(hp["cpu_seconds_per_1000_checks"]) if hp else None, digits=3)
+        stats(hp["cpu_seconds_per_1000_checks"]) if hp else None)
 
 if policy:
     sec = "6. Policy call: C into a hook and back, ns per call"
@@ -274,26 +282,28 @@ if policy:
     row(sec, f"sandboxed hook (JIT off) via runtime_pcall vs plain lua_pcall of a JIT-on "
         f"function ({calls} calls a run)", "ns", st("sandboxed_runtime_pcall"),
         "lua_pcall, JIT on", st("plain_lua_pcall"))
-    row(sec, "  runtime_pcall alone (JIT on) vs lua_pcall", "ns", st("plain_runtime_pcall"),
-        "lua_pcall, JIT on", st("plain_lua_pcall"))
+    row(sec, "  the sandboxed hook (JIT off) via a bare lua_pcall: the sandbox's share", "ns",
+        st("sandboxed_lua_pcall"), "lua_pcall, JIT on", st("plain_lua_pcall"))
+    row(sec, "  runtime_pcall of the plain hook (JIT on): the entry's share", "ns",
+        st("plain_runtime_pcall"), "lua_pcall, JIT on", st("plain_lua_pcall"))
     row(sec, "  the hook as a task with the [lua] limits (task_spawn, loop) vs lua_pcall",
         "ns", st("task_with_limits"), "lua_pcall, JIT on", st("plain_lua_pcall"))
     row(sec, "  through sandbox.isolate from a task (the deploy executor's way)", "ns",
-        st("sandbox_isolate"), "lua_pcall, JIT on", st("plain_lua_pcall"), digits=0)
+        st("sandbox_isolate"), "lua_pcall, JIT on", st("plain_lua_pcall"))
 
 if toml:
     sec = "7. TOML: parse a 10 MB file"
     c, p = toml["c_toml_parse"], toml["python_tomllib"]
     row(sec, f"parse {toml['file']['bytes'] / 1e6:.1f} MB: the agent's C parser vs "
         "Python's tomllib", "ms", given(c["median_ms"], c["min_ms"], c["max_ms"], c["runs"]),
-        "tomllib", given(p["median_ms"], p["min_ms"], p["max_ms"], p["runs"]), digits=0)
+        "tomllib", given(p["median_ms"], p["min_ms"], p["max_ms"], p["runs"]))
 
 result = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "seconds": int(time.time()) - int(os.environ["STARTED"]),
     "machine": machine,
     "steps": steps,
-    "table": [{k: v for k, v in r.items() if k != "digits"} for r in rows],
+    "table": rows,
     "raw": {"node": node, "policy": policy, "toml": toml, "reload": reload, "health": healths},
 }
 with open(out_json, "w") as f:
@@ -301,13 +311,19 @@ with open(out_json, "w") as f:
     f.write("\n")
 
 
-def fmt(s, digits):
+def num(v):
+    a = abs(v)
+    if a == 0 or a >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 1 else f"{v:.3g}"
+
+
+def fmt(s):
     if not s:
         return "—"
-    f = lambda v: f"{v:,.{digits}f}"
     if s["min"] == s["max"]:
-        return f(s["median"])
-    return f"{f(s['median'])} ({f(s['min'])}–{f(s['max'])})"
+        return num(s["median"])
+    return f"{num(s['median'])} ({num(s['min'])}–{num(s['max'])})"
 
 
 def ratio(r):
@@ -340,8 +356,8 @@ for r in rows:
                   "| what | agent | peer | peer's figure | ratio |",
                   "|---|---:|---|---:|---:|"]
     unit = f" {r['unit']}"
-    agent = fmt(r["agent"], r["digits"])
-    peer = fmt(r["peer"], r["digits"])
+    agent = fmt(r["agent"])
+    peer = fmt(r["peer"])
     lines.append(f"| {r['what']}{' — ' + r['note'] if r['note'] else ''} | "
                  f"{agent}{unit if r['agent'] else ''} | {r['peer_name'] or '—'} | "
                  f"{peer}{unit if r['peer'] else ''} | {ratio(r)} |")
@@ -349,15 +365,22 @@ lines += ["", "### How these were measured", ""]
 notes = []
 if node and node.get("api"):
     a = node["api"]
+    n = lambda k: sum(r["requests"] for r in a["series"].get(k, []))
     notes.append(
-        f"API reads: {a['rounds']} rounds of {a['seconds']} s (after {a['warmup']} s of "
-        f"warm-up) per target, {a['connections']} keep-alive connections. The agent's "
-        "/v1/ps asks Podman for the managed containers on every request, with the very "
-        "request Podman is measured on (`" + a["podman_request"] + "`), so Podman's list is "
-        "its floor; bodies: agent " + f"{a['bytes']['agent']:,}" + " bytes, Podman "
-        + f"{a['bytes']['podman']:,}" + " bytes. loadgen (bench/api/loadgen.c) measures "
-        "Podman over its unix socket and the agent and nginx over TCP; wrk measures the "
-        "agent and nginx. nginx serves the agent's own answer as a static file with one "
+        f"API reads: {a['rounds']} rounds; in each, {a['seconds']} s (after {a['warmup']} s "
+        f"of warm-up) per measurement of the agent and Podman, {a['ceiling_seconds']} s for "
+        "nginx. The agent's /v1/ps asks Podman for the managed containers on every "
+        "request, with the very request Podman is measured on (`" + a["podman_request"] +
+        "`), so Podman's list is its floor; bodies: agent " + f"{a['bytes']['agent']:,}" +
+        " bytes, Podman " + f"{a['bytes']['podman']:,}" + " bytes. Podman's list costs "
+        "milliseconds per container here (file locks: the test environment's "
+        "`lock_type = \"file\"`, and its database), so few requests fit in a run: "
+        f"{n('podman_loadgen')} to Podman and {n('agent_loadgen')} to the agent over all "
+        f"rounds at {a['connections']} connections, {n('podman_loadgen_1')} and "
+        f"{n('agent_loadgen_1')} on one connection; their p99 is near their max. loadgen "
+        "(bench/api/loadgen.c: HTTP/1.1 keep-alive, one thread) measures Podman over its "
+        "unix socket and the agent and nginx over TCP; wrk (one thread) measures the agent "
+        "and nginx. nginx serves the agent's own answer from a private config with one "
         "worker.")
 if node and node.get("deploy"):
     d = node["deploy"]
@@ -372,8 +395,9 @@ if node and node.get("memory"):
                  "process, " + str(len(node['memory']['idle_0']['agent_kib'])) +
                  " samples 0.5 s apart at each point. Podman's figure leaves out its conmon "
                  "per container. The agent's Lua heap, for reference: " + ", ".join(
-                     f"{k} {v['agent_lua_kib'] / 1024:.1f} MiB"
-                     for k, v in node['memory'].items() if v.get('agent_lua_kib')) + ".")
+                     f"{k} {node['memory'][k]['agent_lua_kib'] / 1024:.1f} MiB"
+                     for k in ("idle_0", "idle_100", "after_api_100")
+                     if node['memory'].get(k, {}).get('agent_lua_kib')) + ".")
 if healths:
     notes.append(f"Health: bench/health run {len(healths)} times (each: "
                  f"{healths[0]['setup']['targets']} targets at {healths[0]['setup']['interval']}, "
@@ -394,7 +418,7 @@ if bad:
     lines += ["", "**Steps that failed in this run: " + ", ".join(bad) +
               "** (their rows are missing or show —).", ""]
 lines += ["", "Reproduce: `make deps && make bench` as root on a Debian 12 host "
-          "(bench/run.sh; about 6 minutes). Every step's script can also run alone; see "
+          "(bench/run.sh; about 7 minutes). Every step's script can also run alone; see "
           "the header of bench/run.sh.", ""]
 with open(out_md, "w") as f:
     f.write("\n".join(lines))

@@ -291,6 +291,12 @@ static int is_wait_error(lua_State *L, int idx)
     return m && (strstr(m, "attempt to yield across") || strstr(m, "can only wait inside a task"));
 }
 
+static int tx_noop(lua_State *L)
+{
+    (void)L;
+    return 0;
+}
+
 /* db:tx(fn, ...) -> what fn(...) returns (true when nothing), or nil, err
  * when the database failed. fn runs inside BEGIN IMMEDIATE ... COMMIT, or a
  * savepoint when a transaction is already open; an error in fn rolls back
@@ -318,6 +324,11 @@ static int l_db_tx(lua_State *L)
     lua_insert(L, 2);                       /* db, thread, fn, args... */
     lua_xmove(L, T, nargs + 1);
     int status = lua_pcall(T, nargs, LUA_MULTRET, 0);
+    /* LuaJIT 2.1.0-beta3 (upstream issue #1066) leaves g->cur_L on T after a
+     * call on another thread from C; the next trace exit then crashes. Any
+     * call made from L puts it back. */
+    lua_pushcfunction(L, tx_noop);
+    lua_call(L, 0, 0);
     int nres = lua_gettop(T);
     /* Stack from here: db, thread (kept anchored), why the database doomed
      * the transaction or nil. */

@@ -30,6 +30,8 @@ PKGS="luajit libuv libmicrohttpd libcurl jansson sqlite3 gnutls libedit"
 
 command -v "$CC" >/dev/null || { echo "fuzz: $CC is not installed"; echo "fuzz: 0 passed, 1 failed"; exit 1; }
 
+# Run from `make check`, the flags of the outer make must not reach ours.
+unset MAKEFLAGS MFLAGS MAKELEVEL
 # The core, instrumented for coverage and the sanitizers. The Makefile's
 # own rule builds each object, so flags and warnings stay those of the tree.
 objs=""
@@ -86,15 +88,15 @@ run_one() {  # name
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$B/artifacts/$name/" \
         $dict "$B/corpus/$name" $seeds >"$log" 2>&1
     rc=$?
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
+    execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    cov=$(grep -a -oE 'cov: [0-9]+' "$log" | tail -1)
     if [ $rc -eq 0 ]; then
         echo "fuzz $name: ok, ${execs:-?} runs in ${SECONDS_EACH}s (${cov:-cov: ?})"
         echo "${execs:-0}" >"$B/$name.execs"
         return 0
     fi
     echo "fuzz $name: FAILED (exit $rc) after ${execs:-?} runs; input in $B/artifacts/$name/"
-    grep -E 'ERROR|SUMMARY|fuzz: |runtime error|Test unit written' "$log" | head -20
+    grep -a -E 'ERROR|SUMMARY|fuzz: |runtime error|Test unit written' "$log" | head -20
     tail -5 "$log"
     return 1
 }

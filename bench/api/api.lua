@@ -81,11 +81,12 @@ function api.nginx_start(dir, body, on_pid)
 end
 
 -- One loadgen measurement: target = "--unix PATH" or "--tcp HOST:PORT".
-function api.loadgen(o, target, path, headers)
+-- m: { connections, seconds } of this measurement.
+function api.loadgen(o, m, target, path, headers)
   local h = {}
   for _, v in ipairs(headers or {}) do h[#h + 1] = "-H " .. q(v) end
   local out, rc, err = run(("%s %s -c %d -d %g -w %g %s %s"):format(q(o.loadgen), target,
-    o.connections, o.seconds, o.warmup, table.concat(h, " "), q(path)))
+    m.connections, m.seconds, o.warmup, table.concat(h, " "), q(path)))
   assert(rc == 0, "loadgen " .. target .. " " .. path .. ": " .. err .. out)
   return assert(mcp.json.decode(out), "loadgen printed: " .. out)
 end
@@ -100,29 +101,32 @@ function done(summary, latency, requests)
 end
 ]]
 
--- One wrk measurement (one thread, o.connections connections).
-function api.wrk(o, url, headers)
+-- One wrk measurement (one thread, m.connections connections).
+function api.wrk(o, m, url, headers)
   local script = o.dir .. "/wrk-report.lua"
   agent_env.write_file(script, WRK_SCRIPT)
   local h = {}
   for _, v in ipairs(headers or {}) do h[#h + 1] = "-H " .. q(v) end
   local out, rc, err = run(("wrk -t1 -c%d -d%gs --timeout 10s -s %s %s %s"):format(
-    o.connections, o.seconds, q(script), table.concat(h, " "), q(url)))
+    m.connections, m.seconds, q(script), table.concat(h, " "), q(url)))
   assert(rc == 0, "wrk " .. url .. ": " .. err .. out)
   local n, us, p50, p90, p99, max, c, r, w, s, t = out:match(
     "BENCH (%d+) (%d+) (%S+) (%S+) (%S+) (%S+) (%d+) (%d+) (%d+) (%d+) (%d+)")
   assert(n, "wrk printed: " .. out)
   local secs = tonumber(us) / 1e6
-  return { client = "wrk", transport = "tcp", connections = o.connections, seconds = secs,
+  return { client = "wrk", transport = "tcp", connections = m.connections, seconds = secs,
     requests = tonumber(n), rps = tonumber(n) / secs,
     latency_ms = { p50 = tonumber(p50), p90 = tonumber(p90), p99 = tonumber(p99),
       max = tonumber(max) },
     errors = tonumber(c) + tonumber(r) + tonumber(w) + tonumber(t), non_2xx = tonumber(s) }
 end
 
--- o: { agent, env, loadgen, dir, rounds, seconds, warmup, connections,
--- on_pid }. Returns the raw measurements: { series = { name = { run, ... } },
--- bytes = { name = body size } }.
+-- o: { agent, env, loadgen, dir, rounds, seconds, ceiling_seconds, warmup,
+-- connections, on_pid }. Each round measures, in this order: Podman and the
+-- agent at o.connections (loadgen; wrk for the agent), both again on one
+-- connection (the agent's own cost per request, without queueing in
+-- Podman), and nginx for o.ceiling_seconds (it answers ~10^4 times faster).
+-- Returns the raw measurements: { series = { name = { run, ... } }, ... }.
 function api.run(o)
   local agent, env = o.agent, o.env
   local auth = { "Authorization: Bearer " .. agent.token }
@@ -130,7 +134,8 @@ function api.run(o)
   assert(status == 200, "GET /v1/ps: " .. tostring(status))
   local podman_text = env:api("GET", api.PODMAN_PATH)
   local result = {
-    connections = o.connections, seconds = o.seconds, warmup = o.warmup, rounds = o.rounds,
+    connections = o.connections, seconds = o.seconds, ceiling_seconds = o.ceiling_seconds,
+    warmup = o.warmup, rounds = o.rounds,
     containers = #rows.containers,
     podman_containers = #(mcp.json.decode(podman_text) or {}),
     bytes = { agent = #ps_text, podman = #podman_text, nginx = #ps_text },
@@ -140,14 +145,19 @@ function api.run(o)
   local nginx = api.nginx_start(o.dir, ps_text, o.on_pid)
   local ok, err = pcall(function()
     local tcp = "--tcp 127.0.0.1:" .. agent.port
+    local unix = "--unix " .. q(env.socket)
+    local full = { connections = o.connections, seconds = o.seconds }
+    local one = { connections = 1, seconds = o.seconds }
+    local ceiling = { connections = o.connections, seconds = o.ceiling_seconds }
     local steps = {
-      { "podman_loadgen", function()
-        return api.loadgen(o, "--unix " .. q(env.socket), api.PODMAN_PATH) end },
-      { "agent_loadgen", function() return api.loadgen(o, tcp, "/v1/ps", auth) end },
-      { "agent_wrk", function() return api.wrk(o, agent.url .. "/v1/ps", auth) end },
+      { "podman_loadgen", function() return api.loadgen(o, full, unix, api.PODMAN_PATH) end },
+      { "agent_loadgen", function() return api.loadgen(o, full, tcp, "/v1/ps", auth) end },
+      { "agent_wrk", function() return api.wrk(o, full, agent.url .. "/v1/ps", auth) end },
+      { "podman_loadgen_1", function() return api.loadgen(o, one, unix, api.PODMAN_PATH) end },
+      { "agent_loadgen_1", function() return api.loadgen(o, one, tcp, "/v1/ps", auth) end },
       { "nginx_loadgen", function()
-        return api.loadgen(o, "--tcp 127.0.0.1:" .. nginx.port, "/v1/ps", auth) end },
-      { "nginx_wrk", function() return api.wrk(o, nginx.url .. "/v1/ps", auth) end },
+        return api.loadgen(o, ceiling, "--tcp 127.0.0.1:" .. nginx.port, "/v1/ps", auth) end },
+      { "nginx_wrk", function() return api.wrk(o, ceiling, nginx.url .. "/v1/ps", auth) end },
     }
     for round = 1, o.rounds do
       for _, s in ipairs(steps) do

@@ -153,6 +153,9 @@ end
 local lines = {}
 for d, n in pairs(out) do lines[#lines + 1] = n .. " x " .. d end
 return table.concat(lines, "\n")]])
+  -- The console prints a string result quoted, with escapes.
+  local text = details:match('^"(.*)"%s*$')
+  if text then details = text:gsub("\\n", "\n"):gsub('\\"', '"') end
   io.stderr:write("last failures:\n" .. details .. "\n")
   loaded.last_failures = details ~= "" and details or nil
 

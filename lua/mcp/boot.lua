@@ -12,6 +12,9 @@
 -- Starting twice changes nothing the second time: a service whose
 -- containers run is left alone.
 --
+-- Before that, it finishes what a previous run of the agent left half done
+-- when it died (a deploy, a stop): see boot.finish_interrupted.
+--
 -- Until boot is done, the monitor watches but leaves repairs to it, so the
 -- order holds; when it is done, the monitor re-lists at once.
 local mcp = require("mcp.core")
@@ -74,6 +77,104 @@ local function bring_up(only, timeout)
   return true
 end
 
+local function busy(name) return monitor().busy(name) end
+
+-- What a previous run of the agent left half done when it died, finished
+-- the way the registry says (the registry is written before and after each
+-- step of an operation, so it knows what was meant):
+--   * a revision still "deploying" that began before this agent started was
+--     interrupted: it becomes "failed" (a deploy_interrupted event), and the
+--     host ports it took that the current revision does not use go back;
+--   * a managed container of a service the registry records, but of another
+--     revision than its current one (or of a service with none), is left
+--     over from such a deploy: removed;
+--   * a container of the current revision under a temporary name (a rolling
+--     deploy renames at the end) gets the canonical name when that is free,
+--     and is removed when the canonical one exists;
+--   * a running container of a service an operator stopped (mcp stop died
+--     halfway) is stopped.
+-- Containers of services the registry does not know are left alone: they
+-- may be another agent's, or waiting for `mcp adopt`. A service whose lock
+-- is held (an operation that began since this agent started) is skipped.
+-- Returns a list of what it did.
+function boot.finish_interrupted()
+  local db = mcp.state.db
+  local definition = require("mcp.definition")
+  local started = mcp.state.started or mcp.now()
+  local done = {}
+  local function did(kind, service, message, data)
+    done[#done + 1] = { kind = kind, service = service, message = message }
+    events.emit({ kind = kind, service = service, message = message, data = data })
+  end
+  local services = {}
+  for _, svc in ipairs(registry.service_list(db) or {}) do services[svc.name] = svc end
+  for name, svc in pairs(services) do
+    for _, rev in ipairs(registry.revision_list(db, name, 50) or {}) do
+      if rev.status == "deploying" and (rev.created or 0) < started and not busy(name) then
+        registry.revision_set_status(db, name, rev.id, "failed",
+          "interrupted: the agent stopped during this deploy")
+        local cur = svc.current_revision and registry.revision_current(db, name)
+        local keep = {}
+        for _, routes_of in pairs(cur and cur.spec and cur.spec.ports or {}) do
+          for _, port in pairs(routes_of) do keep[#keep + 1] = port end
+        end
+        registry.port_release(db, name, keep)
+        did("deploy_interrupted", name, string.format("revision %s was deploying when the "
+          .. "agent stopped: marked failed%s", rev.id, cur and ("; " .. cur.id
+          .. " stays current") or ""), { revision = rev.id })
+      end
+    end
+  end
+  local list, err = mcp.podman.list({ all = true, filters = { label = { "mcp.managed=true" } } })
+  if not list then return nil, err end
+  local canonical = {}
+  for _, c in ipairs(list) do canonical[(c.Names or {})[1] or ""] = c end
+  local renames = {}
+  for _, c in ipairs(list) do
+    local l = c.Labels or {}
+    local name, service = (c.Names or {})[1], l["mcp.service"]
+    local svc = service and services[service]
+    if svc and name and not busy(service) then
+      local want = l["mcp.component"] and definition.container_name(service,
+        l["mcp.component"])
+      if not svc.current_revision or l["mcp.revision"] ~= svc.current_revision then
+        local ok, rerr = mcp.podman.remove(name, { force = true })
+        if ok then
+          canonical[name] = nil
+          did("cleanup", service, string.format("removed %s, left over from revision %s "
+            .. "(the current one is %s)", name, tostring(l["mcp.revision"]),
+            tostring(svc.current_revision)), { container = name })
+        else
+          mcp.log.warn("boot: cannot remove %s: %s", name, tostring(rerr))
+        end
+      elseif want and name ~= want then
+        renames[#renames + 1] = { name = name, want = want, service = service }
+      elseif not svc.active and c.State == "running" then
+        mcp.podman.stop(name)
+        did("cleanup", service, string.format("stopped %s: %s was stopped by an operator",
+          name, service), { container = name })
+      end
+    end
+  end
+  for _, r in ipairs(renames) do
+    if not busy(r.service) then
+      if canonical[r.want] then
+        mcp.podman.remove(r.name, { force = true })
+        did("cleanup", r.service, string.format("removed %s: %s exists", r.name, r.want),
+          { container = r.name })
+      else
+        local ok = mcp.podman.rename(r.name, r.want)
+        if ok then
+          canonical[r.want] = true
+          did("cleanup", r.service, string.format("renamed %s to %s", r.name, r.want),
+            { container = r.want })
+        end
+      end
+    end
+  end
+  return done
+end
+
 local function hold(services, why)
   local held = monitor().state().held
   for _, name in ipairs(services) do held[name] = why end
@@ -84,6 +185,8 @@ local function run(st)
     mcp.log.error("boot: Podman did not answer within 120 s; the monitor keeps trying")
     return
   end
+  local fixed, ferr = boot.finish_interrupted()
+  if not fixed then mcp.log.error("boot: %s", tostring(ferr)) end
   local names = {}
   for _, svc in ipairs(registry.service_list(mcp.state.db) or {}) do
     if svc.active then names[#names + 1] = svc.name end

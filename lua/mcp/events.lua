@@ -9,12 +9,17 @@ local mcp = require("mcp.core")
 
 local events = {}
 
-local LEVEL = { error = "error", failed = "error", flapping = "warn", unhealthy = "warn",
-  drift = "warn", died = "warn" }
+-- The log level of an event, by a word its kind contains; errors first, so
+-- that "restart_failed" is an error whatever else it says.
+local LEVEL = {
+  { "error", "error" }, { "failed", "error" },
+  { "flapping", "warn" }, { "unhealthy", "warn" }, { "drift", "warn" }, { "died", "warn" },
+  { "unreachable", "warn" }, { "interrupted", "warn" },
+}
 
 local function level_of(kind)
-  for k, lvl in pairs(LEVEL) do
-    if kind:find(k, 1, true) then return lvl end
+  for _, l in ipairs(LEVEL) do
+    if kind:find(l[1], 1, true) then return l[2] end
   end
   return "info"
 end

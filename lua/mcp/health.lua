@@ -46,10 +46,13 @@ end
 -- Whether a socket listens on port in the container's network namespace:
 -- /proc/PID/net/tcp{,6} of its main process, readable by the agent's user.
 -- Returns true, or false and why; true when it cannot tell (the host port
--- check then decides).
-function health.listens(container, port)
-  local info = mcp.podman.inspect(container)
-  local pid = info and info.State and info.State.Pid
+-- check then decides). pid: the container's main process when the caller
+-- knows it (the monitor does), else Podman is asked.
+function health.listens(container, port, pid)
+  if not pid or pid == 0 then
+    local info = mcp.podman.inspect(container)
+    pid = info and info.State and info.State.Pid
+  end
   if not pid or pid == 0 then return false, container .. " is not running" end
   local want = string.format(":%04X", port)
   local readable = false
@@ -84,7 +87,7 @@ local function check_context(target, port)
 end
 
 -- Runs one probe. target = {service, component, container, def, comp, ports,
--- policy}. Returns ok (true, false, or nil when it could not tell), detail
+-- policy [, pid]}. Returns ok (true, false, or nil when it could not tell), detail
 -- (string) and the time it took in ms.
 function health.probe(target)
   local comp = target.comp
@@ -118,7 +121,7 @@ function health.probe(target)
       -- the check first asks the container's own network namespace.
       local cport = health.container_port(comp, hc)
       local listening, why = true, nil
-      if cport then listening, why = health.listens(target.container, cport) end
+      if cport then listening, why = health.listens(target.container, cport, target.pid) end
       if not listening then
         detail = why
       else

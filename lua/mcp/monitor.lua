@@ -84,6 +84,7 @@ function monitor.reset(service)
     if key:sub(1, #prefix) == prefix then s.reported[key] = nil end
   end
   s.held[service] = nil
+  if s.revisions then s.revisions[service] = nil end
   s.targets_cache = nil
 end
 
@@ -110,18 +111,23 @@ end
 monitor.podman_seen = podman_seen
 
 -- What the registry says should run: service -> current revision, for
--- services deployed and not stopped by an operator. A revision does not
--- change once it is current, so each is read (and decoded) once.
+-- services deployed and not stopped by an operator. The registry does not
+-- change a revision once it is current, so each is read (and decoded) once
+-- in a while rather than on every call.
+local REVISION_TTL = 30
+
 local function desired()
   local s = state()
   s.revisions = s.revisions or {}
   local out = {}
+  local t = now()
   for _, svc in ipairs(registry.service_list(mcp.state.db) or {}) do
     if svc.active then
-      local rev = s.revisions[svc.name]
-      if not rev or rev.id ~= svc.current_revision then
+      local c = s.revisions[svc.name]
+      local rev = c and c.rev
+      if not c or not rev or rev.id ~= svc.current_revision or t - c.at > REVISION_TTL then
         rev = registry.revision_current(mcp.state.db, svc.name)
-        s.revisions[svc.name] = rev
+        s.revisions[svc.name] = { rev = rev, at = t }
       end
       if rev and rev.spec and rev.spec.definition then out[svc.name] = rev end
     end
@@ -348,7 +354,8 @@ local function remember(c)
   local old = s.containers[name]
   local entry = { id = c.Id, name = name, service = l["mcp.service"],
     component = l["mcp.component"], revision = l["mcp.revision"], image = c.Image,
-    state = c.State, running = c.State == "running", started = c.StartedAt }
+    state = c.State, running = c.State == "running", started = c.StartedAt,
+    pid = c.State == "running" and c.Pid or nil }
   -- A container that was replaced, or that started again while the events
   -- were lost, gets a fresh health state.
   if old and (old.id ~= entry.id or (not old.running and entry.running)) then
@@ -592,10 +599,17 @@ function monitor.check(tg)
     if not info then return end
     c = { id = info.Id, name = name, service = tg.service, component = tg.component,
       state = info.State and info.State.Status, running = info.State and info.State.Running
-        or false }
+        or false, pid = info.State and info.State.Pid }
     s.containers[name] = c
     if not c.running then return end
   end
+  if tg.comp.health.kind == "tcp" and not c.pid then
+    -- A tcp check looks into the container's network namespace through its
+    -- main process: learnt once per start (a start event does not say it).
+    local info = mcp.podman.inspect(name)
+    c.pid = info and info.State and info.State.Running and info.State.Pid or nil
+  end
+  tg.pid = c.pid
   local st = s.health[name]
   if not st or st.id ~= c.id then
     st = health.new_state(now())

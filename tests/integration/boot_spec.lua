@@ -17,6 +17,7 @@ local function suffix()
 end
 local SFX = suffix()
 local BDB, BAPI, BWEB = "bt-db-" .. SFX, "bt-api-" .. SFX, "bt-web-" .. SFX
+local BINT = "bt-int-" .. SFX
 local SAPP, SDB, SEXTRA = "st-app-" .. SFX, "st-db-" .. SFX, "st-extra-" .. SFX
 
 local function web(name, opts)
@@ -113,7 +114,7 @@ describe("an agent restart", function()
 
   setup(function()
     env = podman_env.start()
-    os.execute(("rm -rf /srv/" .. BDB .. " /srv/" .. BAPI .. " /srv/" .. BWEB))
+    for _, n in ipairs({ BDB, BAPI, BWEB }) do os.execute("rm -rf /srv/" .. n) end
     agent = agent_env.start({ podman = env, config = '[monitor]\nrelist_interval = "2s"\n',
       services = {
         [BDB] = web(BDB),
@@ -126,7 +127,7 @@ describe("an agent restart", function()
   teardown(function()
     if agent then agent:stop() end
     if env then env:stop() end
-    os.execute(("rm -rf /srv/" .. BDB .. " /srv/" .. BAPI .. " /srv/" .. BWEB))
+    for _, n in ipairs({ BDB, BAPI, BWEB }) do os.execute("rm -rf /srv/" .. n) end
   end)
 
   it("brings back the containers removed while it was down, dependencies first", function()
@@ -179,6 +180,67 @@ describe("an agent restart", function()
       end
       if kind == "boot" then assert.is_nil(event_after(agent, nil, kind, mark)) end
     end
+  end)
+end)
+
+describe("an agent killed in the middle of a deploy", function()
+  local env, agent
+
+  setup(function()
+    env = podman_env.start()
+    agent = agent_env.start({ podman = env, config = '[monitor]\nrelist_interval = "2s"\n',
+      services = { [BINT] = web(BINT) } })
+    deploy(agent, BINT)
+  end)
+
+  teardown(function()
+    if agent then agent:stop() end
+    if env then env:stop() end
+    os.execute("rm -rf /srv/" .. BINT)
+  end)
+
+  it("finishes it at the next start: the revision failed, the last one back", function()
+    local _, before = agent:api("GET", "/v1/services/" .. BINT)
+    local r1 = before.revision.id
+    local port = before.ports[1].port
+    -- r2's check never passes, so its deploy waits (60 s) after the recreate
+    -- policy has removed r1's container: the agent is killed meanwhile.
+    local status = agent:api("PUT", "/v1/services/" .. BINT, { body = web(BINT, { health = [[
+kind = "http"
+path = "/never"
+interval = "0.5s"
+timeout = "0.5s"]] }), headers = { ["Content-Type"] = "application/toml" } })
+    assert.equal(200, status)
+    agent:api("POST", "/v1/services/" .. BINT .. "/deploy", { timeout = 3 })
+    local _, during = agent:api("GET", "/v1/services/" .. BINT)
+    assert.equal(r1, during.revision.id)
+    agent:halt("KILL")
+    local mark = 0                          -- every event of this agent's data
+    agent:start()
+    local body = wait_boot_done(agent)
+    assert.is_nil(body.monitor.boot.failed_stage)
+    wait_running(env, { BINT })
+    local c = inspect(env, BINT .. "-web")
+    local out = env:podman({ "inspect", "--format", "{{index .Config.Labels \"mcp.revision\"}}",
+      BINT .. "-web" })
+    assert.equal(r1, (out:gsub("%s+$", "")))
+    assert.equal("running", c.state)
+    local _, after = agent:api("GET", "/v1/services/" .. BINT)
+    assert.equal(r1, after.revision.id)
+    assert.same({ { component = "web", route = "default", port = port } }, after.ports)
+    local ev = event_after(agent, BINT, "deploy_interrupted", mark)
+    assert.is_truthy(ev)
+    assert.equal("r2", ev.data.revision)
+    local revs, code = agent:eval(string.format('local out = {} for _, r in ipairs('
+      .. 'require("mcp.registry").revision_list(mcp.state.db, "%s")) do '
+      .. 'out[#out + 1] = r.id .. "=" .. r.status end return table.concat(out, " ")', BINT))
+    assert.equal(0, code, revs)
+    assert.matches("r2=failed", revs)
+    assert.matches(r1 .. "=deployed", revs)
+    -- Only one container, under its own name.
+    local list = env:podman({ "ps", "-a", "--format", "{{.Names}}", "--filter",
+      "label=mcp.service=" .. BINT })
+    assert.equal(BINT .. "-web", (list:gsub("%s+$", "")))
   end)
 end)
 

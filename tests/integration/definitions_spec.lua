@@ -183,9 +183,9 @@ describe("malformed definitions", function()
   end)
 
   teardown(function()
-    if agent then agent:stop() end
-    if env then env:stop() end
     if made_srv then os.execute("rm -rf /srv/web") end
+    if agent then pcall(agent.stop, agent) end
+    if env then env:stop() end
   end)
 
   it("covers at least 20 malformed definitions, in TOML, JSON and Lua", function()

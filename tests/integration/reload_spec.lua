@@ -365,8 +365,9 @@ end
     local gen = generation(agent)
     local t0 = now()
     for i = 1, 100 do
-      local code, body = agent:api("POST", "/v1/reload")
-      assert.equal(200, code, "reload " .. i .. ": " .. tostring(body))
+      local code, _, text = agent:api("POST", "/v1/reload")
+      assert.equal(200, code, "reload " .. i .. ": " .. tostring(text) .. "\n"
+        .. agent:log_tail(30))
     end
     local took = now() - t0
     os.execute("sleep 0.5")

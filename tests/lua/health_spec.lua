@@ -186,3 +186,35 @@ describe("health.host_port", function()
     assert.is_nil(health.host_port(comp, { port = "web" }, {}))
   end)
 end)
+
+describe("the health loop's schedule (monitor.next_check)", function()
+  local monitor = require("mcp.monitor")
+
+  it("checks each container again about one interval later", function()
+    for _, name in ipairs({ "a-web", "b-web", "mcq-mcq" }) do
+      local nxt = monitor.next_check(name, 100, 10)
+      assert.is_true(nxt >= 105 and nxt <= 115, name .. ": " .. nxt)
+    end
+  end)
+
+  it("keeps a container at its own phase, so its checks stay an interval apart", function()
+    local t = monitor.next_check("mcq-mcq", 0, 10)
+    for _ = 1, 20 do
+      local nxt = monitor.next_check("mcq-mcq", t + 0.03, 10)   -- the check ran a bit late
+      assert.is_true(math.abs((nxt - t) - 10) < 1e-9, tostring(nxt - t))
+      t = nxt
+    end
+  end)
+
+  it("spreads many containers with the same interval over it", function()
+    local buckets = {}
+    for i = 1, 1000 do
+      local nxt = monitor.next_check("svc-" .. i .. "-web", 0, 1)
+      local b = math.floor((nxt % 1) * 10)
+      buckets[b] = (buckets[b] or 0) + 1
+    end
+    for b = 0, 9 do
+      assert.is_true((buckets[b] or 0) > 50, "tenth " .. b .. ": " .. tostring(buckets[b]))
+    end
+  end)
+end)
