@@ -37,10 +37,10 @@ logs=build/bench/logs             # each step's output, kept after the run
 rm -rf "$logs" && mkdir -p "$logs"
 export BENCH_CLEANUP="$work/cleanup"
 
-# What bench/deploy/bench.lua started and had not stopped yet when this
-# script was interrupted (the interrupt reaches it too, and it dies without
-# its own cleanup). A pid is signalled only while it is still the program
-# that was noted.
+# What bench/deploy/bench.lua started and had not stopped when this script
+# was interrupted: it stops its own on an error (LuaJIT makes a Ctrl-C one),
+# not when it is killed. A pid is signalled only while it is still the
+# program that was noted.
 cleanup_interrupted() {
     [ -f "$BENCH_CLEANUP" ] || return 0
     while read -r kind arg; do
@@ -188,7 +188,8 @@ machine = {
 
 node, policy, toml, reload = load("node.json"), load("policy.json"), load("toml.json"), \
     load("reload.json")
-healths = [load(os.path.basename(p)) for p in sorted(glob.glob(os.path.join(work, "health-*.json")))]
+healths = [load(os.path.basename(p))
+           for p in sorted(glob.glob(os.path.join(work, "health-*.json")))]
 healths = [h for h in healths if h]
 
 rows = []   # what, unit, agent stats, peer name, peer stats, note
@@ -205,7 +206,9 @@ if node:
     a = node.get("api")
     if a:
         s = a["series"]
-        pick = lambda name, f: stats([f(r) for r in s.get(name, [])])
+        # A run without an answer has no latency (and counts as 0 req/s).
+        pick = lambda name, f: stats([f(r) for r in s.get(name, [])
+                                      if r["requests"] > 0 or f is rps])
         rps = lambda r: r["rps"]
         p50 = lambda r: r["latency_ms"]["p50"]
         p99 = lambda r: r["latency_ms"]["p99"]
@@ -368,7 +371,9 @@ if node and node.get("api"):
     n = lambda k: sum(r["requests"] for r in a["series"].get(k, []))
     notes.append(
         f"API reads: {a['rounds']} rounds; in each, {a['seconds']} s (after {a['warmup']} s "
-        f"of warm-up) per measurement of the agent and Podman, {a['ceiling_seconds']} s for "
+        f"of warm-up) per measurement of the agent and Podman, longer (up to "
+        f"{a['max_seconds']} s) until {a['min_requests']} answers came "
+        f"({a['min_requests'] // 2} on one connection), and {a['ceiling_seconds']} s for "
         "nginx. The agent's /v1/ps asks Podman for the managed containers on every "
         "request, with the very request Podman is measured on (`" + a["podman_request"] +
         "`), so Podman's list is its floor; bodies: agent " + f"{a['bytes']['agent']:,}" +
@@ -425,6 +430,6 @@ with open(out_md, "w") as f:
 print("\n".join(lines))
 PY
 report=$?
-echo "bench: wrote bench/results/latest.md and bench/results/latest.json in $(( $(date +%s) - started )) s"
+echo "bench: wrote bench/results/latest.md and latest.json in $(( $(date +%s) - started )) s"
 [ -z "$failed" ] || { echo "bench: failed:$failed" >&2; exit 1; }
 exit "$report"

@@ -9,7 +9,7 @@
 #   build/fuzz/NAME_fuzz build/fuzz/artifacts/NAME/crash-...
 #
 # The kept corpus, fuzz/corpus/NAME, is read, never written: new inputs go to
-# build/fuzz/corpus/NAME. MERGE=1 folds those back into fuzz/corpus/NAME,
+# build/fuzz/corpus/NAME. fuzz/regress/NAME holds the inputs of findings. MERGE=1 folds those back into fuzz/corpus/NAME,
 # minimised (libFuzzer -merge=1), after the runs. FUZZ_JOBS=N runs N
 # harnesses at a time (default 1).
 #
@@ -73,8 +73,11 @@ run_one() {  # name
     mkdir -p "$B/artifacts/$name" "$B/corpus/$name"
     dict=""
     [ -f "fuzz/dict/$name.dict" ] && dict="-dict=fuzz/dict/$name.dict"
+    # The inputs of findings (fuzz/regress) run first, every time: a
+    # finding that comes back fails at once.
     seeds=""
     [ -d "fuzz/corpus/$name" ] && seeds="fuzz/corpus/$name"
+    [ -d "fuzz/regress/$name" ] && seeds="$seeds fuzz/regress/$name"
     # Leaks are checked per input by LeakSanitizer, except where LuaJIT
     # runs: its values hold tagged pointers LSan cannot follow, so every
     # live Lua object would look leaked (valgrind covers those; see

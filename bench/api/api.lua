@@ -81,12 +81,13 @@ function api.nginx_start(dir, body, on_pid)
 end
 
 -- One loadgen measurement: target = "--unix PATH" or "--tcp HOST:PORT".
--- m: { connections, seconds } of this measurement.
+-- m: { connections, seconds, min_requests, max_seconds } of this measurement.
 function api.loadgen(o, m, target, path, headers)
   local h = {}
   for _, v in ipairs(headers or {}) do h[#h + 1] = "-H " .. q(v) end
-  local out, rc, err = run(("%s %s -c %d -d %g -w %g %s %s"):format(q(o.loadgen), target,
-    m.connections, m.seconds, o.warmup, table.concat(h, " "), q(path)))
+  local out, rc, err = run(("%s %s -c %d -d %g -w %g -n %d -m %g %s %s"):format(q(o.loadgen),
+    target, m.connections, m.seconds, o.warmup, m.min_requests or 0,
+    m.max_seconds or m.seconds, table.concat(h, " "), q(path)))
   assert(rc == 0, "loadgen " .. target .. " " .. path .. ": " .. err .. out)
   return assert(mcp.json.decode(out), "loadgen printed: " .. out)
 end
@@ -121,11 +122,14 @@ function api.wrk(o, m, url, headers)
     errors = tonumber(c) + tonumber(r) + tonumber(w) + tonumber(t), non_2xx = tonumber(s) }
 end
 
--- o: { agent, env, loadgen, dir, rounds, seconds, ceiling_seconds, warmup,
--- connections, on_pid }. Each round measures, in this order: Podman and the
--- agent at o.connections (loadgen; wrk for the agent), both again on one
--- connection (the agent's own cost per request, without queueing in
--- Podman), and nginx for o.ceiling_seconds (it answers ~10^4 times faster).
+-- o: { agent, env, loadgen, dir, rounds, seconds, max_seconds, min_requests,
+-- ceiling_seconds, warmup, connections, on_pid }. Each round measures, in
+-- this order: Podman and the agent at o.connections (loadgen; wrk for the
+-- agent), both again on one connection (the agent's own cost per request,
+-- without queueing in Podman), and nginx for o.ceiling_seconds (it answers
+-- ~10^4 times faster). Podman's list of 100 containers takes long enough on
+-- a busy machine that loadgen's window grows, up to o.max_seconds, until it
+-- has o.min_requests answers (half of them on one connection).
 -- Returns the raw measurements: { series = { name = { run, ... } }, ... }.
 function api.run(o)
   local agent, env = o.agent, o.env
@@ -135,7 +139,8 @@ function api.run(o)
   local podman_text = env:api("GET", api.PODMAN_PATH)
   local result = {
     connections = o.connections, seconds = o.seconds, ceiling_seconds = o.ceiling_seconds,
-    warmup = o.warmup, rounds = o.rounds,
+    max_seconds = o.max_seconds, min_requests = o.min_requests, warmup = o.warmup,
+    rounds = o.rounds,
     containers = #rows.containers,
     podman_containers = #(mcp.json.decode(podman_text) or {}),
     bytes = { agent = #ps_text, podman = #podman_text, nginx = #ps_text },
@@ -146,8 +151,10 @@ function api.run(o)
   local ok, err = pcall(function()
     local tcp = "--tcp 127.0.0.1:" .. agent.port
     local unix = "--unix " .. q(env.socket)
-    local full = { connections = o.connections, seconds = o.seconds }
-    local one = { connections = 1, seconds = o.seconds }
+    local full = { connections = o.connections, seconds = o.seconds,
+      min_requests = o.min_requests, max_seconds = o.max_seconds }
+    local one = { connections = 1, seconds = o.seconds,
+      min_requests = math.ceil(o.min_requests / 2), max_seconds = o.max_seconds }
     local ceiling = { connections = o.connections, seconds = o.ceiling_seconds }
     local steps = {
       { "podman_loadgen", function() return api.loadgen(o, full, unix, api.PODMAN_PATH) end },

@@ -3,15 +3,19 @@
  * it) and the agent's (TCP) are measured by the same client.
  *
  *   loadgen (--unix PATH | --tcp HOST:PORT) [-c CONNS] [-d SECONDS] [-w WARMUP]
- *           [-H 'Name: value']... URL-PATH
+ *           [-n MIN [-m MAXSECONDS]] [-H 'Name: value']... URL-PATH
  *
  * CONNS keep-alive connections (default 8) on one thread and one epoll, each
  * sending the next GET as soon as the previous answer is complete (a closed
  * loop at a fixed concurrency, as wrk does). Answers are framed by
  * Content-Length or chunked transfer encoding; a server that closes a
- * connection is reconnected (counted). Requests of the first WARMUP seconds
- * (default 1) are not counted. Prints one JSON object on stdout: requests,
- * rps, latency percentiles in ms, errors, non-2xx answers, bytes per answer. */
+ * connection is reconnected (counted). After WARMUP seconds (default 1),
+ * the answers that complete in the next SECONDS (default 5) are counted, with
+ * their latency from the request's first byte; with -n, the window grows
+ * until MIN answers are counted (at most to MAXSECONDS, default 5 x SECONDS),
+ * so that a slow server still gives enough samples. Prints one JSON object on stdout:
+ * requests, the window, rps, latency percentiles in ms, errors, non-2xx
+ * answers, bytes per answer. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -98,9 +102,9 @@ static long response_len(const char *buf, size_t len, int *status, long *body)
     *status = atoi(buf + 9);
     long clen = -1;
     int chunked = 0;
-    for (const char *p = memchr(buf, '\n', hlen); p && p < end; p = memchr(p, '\n',
-                                                                            hlen - (size_t)(p - buf))) {
-        p++;
+    const char *p = buf;
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        p++;                    /* the start of a header line */
         if (strncasecmp(p, "Content-Length:", 15) == 0)
             clen = atol(p + 15);
         else if (strncasecmp(p, "Transfer-Encoding:", 18) == 0) {
@@ -194,14 +198,15 @@ static double pct(double p)
 static void usage(void)
 {
     fprintf(stderr, "usage: loadgen (--unix PATH | --tcp HOST:PORT) [-c CONNS] [-d SECONDS] "
-                    "[-w WARMUP] [-H 'Name: value']... PATH\n");
+                    "[-w WARMUP] [-n MIN [-m MAXSECONDS]] [-H 'Name: value']... PATH\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     int conns = 8;
-    double duration = 5, warmup = 1;
+    long min_requests = 0;
+    double duration = 5, warmup = 1, max_window = 0;
     const char *tcp = NULL, *path = NULL;
     char headers[4096] = "";
     for (int i = 1; i < argc; i++) {
@@ -216,6 +221,10 @@ int main(int argc, char **argv)
             duration = atof(argv[++i]);
         else if (strcmp(a, "-w") == 0 && i + 1 < argc)
             warmup = atof(argv[++i]);
+        else if (strcmp(a, "-n") == 0 && i + 1 < argc)
+            min_requests = atol(argv[++i]);
+        else if (strcmp(a, "-m") == 0 && i + 1 < argc)
+            max_window = atof(argv[++i]);
         else if (strcmp(a, "-H") == 0 && i + 1 < argc) {
             size_t l = strlen(headers);
             snprintf(headers + l, sizeof headers - l, "%s\r\n", argv[++i]);
@@ -252,11 +261,18 @@ int main(int argc, char **argv)
         epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
     }
     double start = now(), count_from = start + warmup, stop = count_from + duration;
+    double last_stop = count_from + (max_window > duration ? max_window : 5 * duration);
     for (int i = 0; i < conns; i++)
         conn_start(&cs[i]);
     struct epoll_event evs[64];
+    /* The window ends at the first look at the clock past stop (or past the
+     * last stop, when -n asks for more answers): every answer counted so far
+     * completed before that look. */
     double t;
-    while ((t = now()) < stop) {
+    for (;;) {
+        t = now();
+        if (t >= stop && ((long)nlat >= min_requests || t >= last_stop))
+            break;
         int n = epoll_wait(ep, evs, 64, 100);
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
@@ -284,7 +300,7 @@ int main(int argc, char **argv)
             long rl = c->len ? response_len(c->buf, c->len, &status, &body) : 0;
             if (rl > 0) {
                 double done = now();
-                if (c->t0 >= count_from && done <= stop) {
+                if (done >= count_from) {
                     record(done - c->t0);
                     body_bytes += body;
                     if (status < 200 || status > 299)
@@ -301,7 +317,7 @@ int main(int argc, char **argv)
                 closed = 1;
             }
             if (closed) {
-                if (rl == 0 && c->t0 >= count_from)
+                if (rl == 0 && now() >= count_from)
                     errors++;   /* closed in the middle of an answer */
                 epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
                 close(c->fd);
@@ -323,7 +339,8 @@ int main(int argc, char **argv)
            "\"latency_ms\": {\"mean\": %.3f, \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, "
            "\"max\": %.3f}, \"errors\": %lld, \"non_2xx\": %lld, \"reconnects\": %lld, "
            "\"body_bytes\": %lld}\n",
-           unix_path ? "unix" : "tcp", conns, duration, nlat, (double)nlat / duration,
+           unix_path ? "unix" : "tcp", conns, t - count_from, nlat,
+           (double)nlat / (t - count_from),
            nlat ? sum / (double)nlat * 1e3 : 0, pct(0.50), pct(0.90), pct(0.99),
            nlat ? lat[nlat - 1] * 1e3 : 0, errors, non_2xx, reconnects,
            nlat ? body_bytes / (long long)nlat : 0);

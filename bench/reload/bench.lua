@@ -162,13 +162,18 @@ local ok, err = pcall(function()
   local result = { benchmark = "reload", date = os.date("!%Y-%m-%dT%H:%M:%SZ") }
   mcp.run({ name = "bench" }, function()
     for _ = 1, 10 do reload(agent) end            -- warm up: the JIT, the caches
-    local took, wall, files, gen = {}, {}, nil, nil
+    local took, wall, files, gen, phases = {}, {}, nil, nil, {}
     for i = 1, RELOADS do
       local r, w = reload(agent)
       took[i], wall[i], files, gen = r.took_ms, w, r.files, r.generation
+      for k, v in pairs(r.phases or {}) do
+        phases[k] = phases[k] or {}
+        phases[k][i] = v
+      end
     end
     result.reload = { reloads = RELOADS, files = files, took_ms = stats(took),
-      wall_ms = stats(wall), generation = gen }
+      wall_ms = stats(wall), generation = gen, phases_ms = {} }
+    for k, list in pairs(phases) do result.reload.phases_ms[k] = stats(list) end
   end)
 
   -- Under load: first wrk alone, then wrk during the reloads.

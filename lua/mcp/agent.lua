@@ -10,6 +10,7 @@ local function init_state()
   local s = mcp.state
   s.metrics = s.metrics or {}
   s.locks = s.locks or {}
+  s.auto_deploys = s.auto_deploys or {}
   s.started = s.started or mcp.now()
 end
 
@@ -96,6 +97,7 @@ function agent.reload(why)
     why or "reload") })
   local planner = require("mcp.planner")
   local c = mcp.config and mcp.config.lua or {}
+  mcp.state.auto_deploys = mcp.state.auto_deploys or {}
   local names = {}
   for name in pairs(gen.definitions) do names[#names + 1] = name end
   table.sort(names)
@@ -105,15 +107,35 @@ function agent.reload(why)
     if def.auto_deploy and def.active and (not old
         or planner.spec_hash(old) ~= planner.spec_hash(def)) then
       -- A deploy runs the service's policy: with the limits of policy code.
+      local seq = (mcp.state.auto_deploys[name] or 0) + 1
+      mcp.state.auto_deploys[name] = seq
       mcp.spawn({ name = "auto_deploy:" .. name, timeout = c.task_timeout,
-        instructions = c.task_instructions, memory = c.task_memory }, function()
-        local r, derr = require("mcp.deploy").run(def, { source = gen.sources[name] })
-        if not r then mcp.log.error("auto_deploy of %s failed: %s", name, tostring(derr)) end
-      end)
+        instructions = c.task_instructions, memory = c.task_memory },
+        agent.auto_deploy, name, seq)
     end
   end
   return { generation = gen.id, previous = prev and prev.id, files = gen.files,
     took_ms = gen.took_ms, phases = gen.phases }
+end
+
+-- The deploy a reload starts for a service with auto_deploy = true: of the
+-- definition current when it runs. A deploy of the service already in
+-- progress (the one the previous reload started, say) is waited for; a
+-- later reload's auto deploy of the same service takes over.
+function agent.auto_deploy(name, seq)
+  local deploy = require("mcp.deploy")
+  while mcp.state.auto_deploys[name] == seq do
+    local gen = mcp.state.gen
+    local def = gen.definitions[name]
+    if not def or not def.auto_deploy or not def.active then return end
+    local r, err, code = deploy.run(def, { source = gen.sources[name] })
+    if r then return r end
+    if code ~= "conflict" then
+      mcp.log.error("auto_deploy of %s failed: %s", name, tostring(err))
+      return
+    end
+    mcp.sleep(0.5)
+  end
 end
 
 -- A watched file changed (debounced by the core): the same reload. The

@@ -191,10 +191,12 @@ local function library_modules(lua_dir)
   return out
 end
 
--- The compiled chunk of a library file: compiled again only when its text
--- changed (the cache, in mcp.state, outlives this module; one entry per
--- file of the library). Running a chunk again makes new module tables and
--- closures; those of an older generation keep their own environment.
+-- The compiled chunk of a library file. Parsing the library is most of a
+-- reload's time, so the bytecode of each file is kept (in mcp.state, which
+-- outlives this module; one entry per file) and parsed again only when the
+-- file's text changed. Each generation loads the bytecode into functions of
+-- its own: prototypes are never shared between generations (re-running one
+-- set of prototypes under a new environment crashed LuaJIT's compiled code).
 local function library_chunk(path, seen)
   local text, err = read(path)
   if not text then return nil, err end
@@ -205,10 +207,10 @@ local function library_chunk(path, seen)
     mcp.state.reload_chunks = cache
   end
   local c = cache[path]
-  if c and c.text == text then return c.fn end
+  if c and c.text == text and c.bytecode then return loadstring(c.bytecode, "@" .. path) end
   local fn, cerr = loadstring(text, "@" .. path)
   if not fn then return nil, cerr end
-  cache[path] = { text = text, fn = fn }
+  cache[path] = { text = text, bytecode = string.dump(fn) }
   return fn
 end
 
