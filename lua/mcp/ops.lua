@@ -519,8 +519,60 @@ end
 
 -- Every managed container: service, component, node, state, version,
 -- uptime, health, ports.
+-- The managed containers as Podman lists them, cached between changes.
+--
+-- Listing is Podman's most expensive read (tens of ms with a hundred
+-- containers), and `GET /v1/ps` is what dashboards poll. The cache is only
+-- trusted while Podman's event stream is connected: any container event
+-- marks it stale, and the next reader refreshes it. Concurrent readers share
+-- one refresh.
+local function ps_watch(cache)
+  cache.watching = true
+  mcp.spawn({ name = "ps.cache", daemon = true }, function()
+    local sub = mcp.podman.events.subscribe({ type = { "container" },
+      label = { "mcp.managed=true" } })
+    while true do
+      local ev, err = sub:next(60)
+      if ev or err ~= "timeout" then cache.stale = true end
+      if not ev and err ~= "timeout" then mcp.sleep(1) end
+    end
+  end)
+end
+
+function ops.managed_containers()
+  local cache = mcp.state.ps_cache
+  if not cache then
+    cache = { stale = true }
+    mcp.state.ps_cache = cache
+  end
+  if not cache.watching and mcp.config then ps_watch(cache) end
+  -- Trusted only when the list was taken while the stream was connected,
+  -- and the stream has not broken since (events in between are lost).
+  local es = mcp.podman.stats().events or {}
+  local live = es.connected and cache.trusted and es.connects == cache.connects
+  if cache.list and not cache.stale and live then return cache.list end
+  if cache.refreshing then
+    local deadline = mcp.timer.monotime() + 30
+    while cache.refreshing and mcp.timer.monotime() < deadline do mcp.sleep(0.005) end
+    if cache.list and not cache.stale then return cache.list end
+  end
+  cache.refreshing = true
+  cache.stale = false
+  cache.trusted, cache.connects = es.connected, es.connects
+  local ok, list, err = pcall(mcp.podman.list, { all = true,
+    filters = { label = { "mcp.managed=true" } } })
+  cache.refreshing = false
+  if not ok then error(list, 0) end
+  if not list then
+    cache.stale = true
+    return nil, err
+  end
+  cache.list = list
+  return list
+end
+
 function ops.ps()
-  local list, err = mcp.podman.list({ all = true, filters = { label = { "mcp.managed=true" } } })
+  local list, err = ops.managed_containers()
   if not list then return nil, err, "unavailable" end
   local h = mcp.state.health or {}
   local rows = {}
