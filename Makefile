@@ -53,7 +53,14 @@ check:
 	$(MAKE) B=build/san OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer" \
 	    LDFLAGS="-fsanitize=address,undefined" build/san/mcp-agent build/san/mcp \
 	    build/san/lua/mcp/core.so
-	MCP_BUILD=build/san MCP_SANITIZE=1 sh tests/run.sh
+	rm -rf build/san/reports
+	MCP_BUILD=build/san MCP_SANITIZE=1 MCP_SAN_REPORTS=$(CURDIR)/build/san/reports \
+	    sh tests/run.sh; rc=$$?; \
+	if [ -d build/san/reports ]; then \
+	    echo "sanitizer reports in the logs of agents the specs started:"; \
+	    grep -h -A30 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" build/san/reports/*; \
+	    rc=1; \
+	fi; exit $$rc
 
 demo: all
 	sh scripts/demo.sh

@@ -377,9 +377,9 @@ if node and node.get("api"):
         f"of warm-up) per measurement of the agent and Podman, longer (up to "
         f"{a['max_seconds']} s) until {a['min_requests']} answers came "
         f"({a['min_requests'] // 2} on one connection), and {a['ceiling_seconds']} s for "
-        "nginx. The agent's /v1/ps asks Podman for the managed containers on every "
-        "request, with the very request Podman is measured on (`" + a["podman_request"] +
-        "`), so Podman's list is its floor; bodies: agent " + f"{a['bytes']['agent']:,}" +
+        "nginx. Podman is measured on the request with which the agent asks it for the "
+        "managed containers (`" + a["podman_request"] + "`): the same containers; "
+        "bodies: agent " + f"{a['bytes']['agent']:,}" +
         " bytes, Podman " + f"{a['bytes']['podman']:,}" + " bytes. Podman's list costs "
         "about a millisecond per container here (for each it takes file locks, the test "
         "environment's `lock_type = \"file\"`, and reads its database): over all rounds "

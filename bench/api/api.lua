@@ -2,10 +2,11 @@
 -- the same containers, with nginx serving the same JSON as a ceiling. Used
 -- by bench/deploy/bench.lua once 100 services run.
 --
--- The agent's /v1/ps asks Podman for the managed containers
--- (GET /v4.0.0/libpod/containers/json?all=true&filters={"label":
--- ["mcp.managed=true"]}) and turns the answer into its rows; Podman is
--- measured on exactly that request. Podman listens on a unix socket only,
+-- Podman is measured on the request with which the agent asks it for the
+-- managed containers (GET /v4.0.0/libpod/containers/json?all=true&filters=
+-- {"label":["mcp.managed=true"]}), so both answer about the same containers
+-- (whether the agent asks Podman per request or keeps a cache is the
+-- agent's business; see ops.ps). Podman listens on a unix socket only,
 -- which wrk cannot reach, so every target is measured by one client,
 -- bench/api/loadgen.c (keep-alive, fixed concurrency, one thread), over the
 -- socket for Podman and over TCP for the agent and nginx; wrk measures the

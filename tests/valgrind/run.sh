@@ -33,7 +33,7 @@ for n in $FEW $MANY; do
     fi
     cp "$vg" $OUT/$n.server.vg
     printf 'rounds %-4s ' "$n"
-    grep -E "definitely lost:|indirectly lost:|possibly lost:|still reachable:" "$vg" |
+    grep -E "in use at exit:|total heap usage:|definitely lost:|indirectly lost:|possibly lost:|still reachable:|All heap blocks were freed" "$vg" |
         sed 's/^==[0-9]*== *//' | tr '\n' ';' | sed 's/;$/\n/'
     grep -E "ERROR SUMMARY" "$vg" | sed 's/^==[0-9]*== *//'
 done
