@@ -195,10 +195,22 @@ static int traceback_handler(lua_State *L)
     return 1;
 }
 
+static char traceback_key;
+
 int runtime_pcall(lua_State *L, int nargs, int nresults, const char *what)
 {
     int base = lua_gettop(L) - nargs;       /* index of the function */
-    lua_pushcfunction(L, traceback_handler);
+    /* One handler closure for the life of the state: this is the entry of
+     * every call from C into Lua, and a closure per call is garbage. */
+    lua_pushlightuserdata(L, &traceback_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushcfunction(L, traceback_handler);
+        lua_pushlightuserdata(L, &traceback_key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
     lua_insert(L, base);
     int rc = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);

@@ -129,7 +129,7 @@ function boot.finish_interrupted()
   if not list then return nil, err end
   local canonical = {}
   for _, c in ipairs(list) do canonical[(c.Names or {})[1] or ""] = c end
-  local renames = {}
+  local renames, freed = {}, {}
   for _, c in ipairs(list) do
     local l = c.Labels or {}
     local name, service = (c.Names or {})[1], l["mcp.service"]
@@ -141,6 +141,9 @@ function boot.finish_interrupted()
         local ok, rerr = mcp.podman.remove(name, { force = true })
         if ok then
           canonical[name] = nil
+          for _, p in ipairs(type(c.Ports) == "table" and c.Ports or {}) do
+            freed[#freed + 1] = p.host_port
+          end
           did("cleanup", service, string.format("removed %s, left over from revision %s "
             .. "(the current one is %s)", name, tostring(l["mcp.revision"]),
             tostring(svc.current_revision)), { container = name })
@@ -154,6 +157,15 @@ function boot.finish_interrupted()
         did("cleanup", service, string.format("stopped %s: %s was stopped by an operator",
           name, service), { container = name })
       end
+    end
+  end
+  -- Podman's port forwarder lets go of a removed container's host ports a
+  -- moment later; the recovery that follows may need them (the current
+  -- revision's own ports, which the interrupted deploy had reused).
+  local deadline = mcp.timer.monotime() + 5
+  for _, port in ipairs(freed) do
+    while mcp.net.port_free(port) ~= true and mcp.timer.monotime() < deadline do
+      mcp.sleep(0.1)
     end
   end
   for _, r in ipairs(renames) do
