@@ -95,7 +95,8 @@ static const struct key schema[] = {
     { "monitor", "restart_cap", CT_DURATION, OFF(restart_cap), "5m",
       "Longest restart delay.", NULL },
     { "monitor", "restart_jitter", CT_FLOAT, OFF(restart_jitter), "0.1",
-      "Random fraction added to or taken from each delay.", NULL },
+      "Up to this fraction of each delay is taken off at random, so that components "
+      "that failed together do not restart together.", NULL },
     { "monitor", "restart_reset", CT_DURATION, OFF(restart_reset), "10m",
       "Healthy this long, a component's restart delay starts over.", NULL },
     { "monitor", "flap_max", CT_INT, OFF(flap_max), "5",

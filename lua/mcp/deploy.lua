@@ -336,8 +336,16 @@ local function lock(service, op)
   return true
 end
 
+-- What ps serves may now be behind: an operation just changed containers,
+-- and Podman's events about it may not have arrived yet.
+function deploy.changed()
+  local cache = mcp.state.ps_cache
+  if cache then cache.stale = true end
+end
+
 local function unlock(service)
   mcp.state.locks[service] = nil
+  deploy.changed()
 end
 deploy.lock, deploy.unlock = lock, unlock
 

@@ -68,6 +68,7 @@ end
 -- port that another program took meanwhile is replaced by a free one: the
 -- revision records the new port and the route provider is told.
 function ops.restore_component(name, component)
+  deploy.changed()
   local rev = registry.revision_current(db(), name)
   if not rev or not rev.spec or not rev.spec.definition then
     return nil, "no deployed revision of " .. name .. " in the registry"
@@ -103,7 +104,13 @@ function ops.restore_component(name, component)
       local _, aerr = deploy.assign_ports(def, ports, comp.name, bad)
       if aerr then return nil, aerr end
       rev.spec.ports = ports
-      registry.revision_set_spec(db(), name, rev.id, rev.spec)
+      local sok, serr = registry.revision_set_ports(db(), name, rev.id, ports)
+      if not sok then return nil, serr end
+      local keep = {}
+      for _, routes_of in pairs(ports) do
+        for _, p in pairs(routes_of) do keep[#keep + 1] = p end
+      end
+      registry.port_release(db(), name, keep)
       events.emit({ kind = "ports_changed", service = name, component = component,
         message = string.format("%s: a port was taken by another program; now on %s", cname,
           mcp.json.encode(ports[comp.name])) })

@@ -527,6 +527,29 @@ function registry.revision_list(db, service, limit)
   return rows
 end
 
+-- registry.revision_set_ports(db, service, id, ports) -> true, or nil, err.
+-- Records that a revision's containers now run on other host ports (a port
+-- was taken by another program while the agent restored a container): the
+-- only part of a finished revision's spec that may change.
+function registry.revision_set_ports(db, service, id, ports)
+  need_db("revision_set_ports", db)
+  need("revision_set_ports", 2, "service", service, "string")
+  need("revision_set_ports", 3, "id", id, "string")
+  need("revision_set_ports", 4, "ports", ports, "table")
+  return db:tx(function()
+    local r = db:row("SELECT spec FROM revisions WHERE service = ? AND id = ?", service, id)
+    if not r then
+      return nil, string.format("revision_set_ports: service %q has no revision %q",
+        service, id)
+    end
+    local spec = decode(r.spec) or {}
+    spec.ports = ports
+    db:exec("UPDATE revisions SET spec = ? WHERE service = ? AND id = ?", encode(spec),
+      service, id)
+    return true
+  end)
+end
+
 ----------------------------------------------------------------------------
 -- Ports
 ----------------------------------------------------------------------------

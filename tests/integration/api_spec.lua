@@ -872,8 +872,10 @@ end)
 
 describe("metrics", function()
   it("exposes the agent's families in a text promtool accepts", function()
-    -- A component that exits makes the monitor restart it.
-    deploy("crashy", toml("crashy", { cmd = { "sh", "-c", "sleep 1; exit 3" } }))
+    -- A component that exits makes the monitor restart it. It serves for a
+    -- few seconds first, so that the deploy sees it healthy.
+    deploy("crashy", toml("crashy", { cmd = { "sh", "-c",
+      "httpd -p 8080 -h /www; sleep 3; exit 3" } }))
     srv("crashy")
     local text
     wait_for(function()

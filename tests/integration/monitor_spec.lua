@@ -188,7 +188,8 @@ failures = 2]], { root = "/srv/" .. SICK }),
       assert.same({ (KILL .. "/web") }, body.monitor.flapping)
       local _, _, text = agent:api("GET", "/metrics")
       assert.matches('mcp_flapping{component="web",service="' .. esc(KILL) .. '"} 1', text)
-      assert.matches('mcp_restarts_total{cause="exited",component="web",service="' .. esc(KILL) .. '"} 3',
+      assert.matches('mcp_restarts_total{cause="exited",component="web",service="'
+        .. esc(KILL) .. '"} 3',
         text)
     end)
 

@@ -92,12 +92,11 @@ describe("the sandbox of policies and definitions, at load time", function()
   end)
 
   teardown(function()
-    if stop_health then
-      local ok, bad = stop_health()
-      assert.is_true(ok > 0, "health answers: " .. ok)
-      assert.same({}, bad, "/v1/health failed while policies misbehaved")
-    end
+    local ok, bad = 0, {}
+    if stop_health then ok, bad = stop_health() end
     if agent then agent:stop() end
+    assert.is_true(ok > 0, "health answers: " .. ok)
+    assert.same({}, bad, "/v1/health failed while policies misbehaved")
   end)
 
   local function generation()
@@ -213,13 +212,12 @@ port = 8080
   end)
 
   teardown(function()
-    if stop_health then
-      local ok, bad = stop_health()
-      assert.is_true(ok > 0, "health answers: " .. ok)
-      assert.same({}, bad, "/v1/health failed while policies misbehaved")
-    end
+    local ok, bad = 0, {}
+    if stop_health then ok, bad = stop_health() end
     if agent then agent:stop() end
     if env then env:stop() end
+    assert.is_true(ok > 0, "health answers: " .. ok)
+    assert.same({}, bad, "/v1/health failed while policies misbehaved")
   end)
 
   -- Installs evil.lua with `body` as its deploy hook and deploys victim.
