@@ -52,7 +52,11 @@ static int l_timer_sleep(lua_State *L)
     uv_timer_init(agent_from_lua(L)->loop, &op->timer);
     op->timer.data = op;
     uv_update_time(op->timer.loop);     /* the cached time is stale after Lua ran */
-    uv_timer_start(&op->timer, sleep_done, (uint64_t)(secs * 1000 + 0.5), 0);
+    /* At least 1 ms: a 0 ms timer started from a timer callback runs again in
+     * the same pass of libuv's timers, so a task sleeping 0 in a loop would
+     * starve the run queue and all I/O. */
+    uint64_t ms = (uint64_t)(secs * 1000 + 0.5);
+    uv_timer_start(&op->timer, sleep_done, ms ? ms : 1, 0);
     return task_wait(L, t, sleep_cancel, op);
 }
 

@@ -398,6 +398,7 @@ local function valid_path_component(c)
   if not pos then return false end
   while pos <= #c do
     local sep, nxt = c:match("^([._-]+)()", pos)
+    if not sep then return false end          -- any other character: not a name
     if not (sep == "." or sep == "_" or sep == "__" or sep:match("^%-+$")) then return false end
     pos = c:match("^[a-z0-9]+()", nxt)
     if not pos then return false end

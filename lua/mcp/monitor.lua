@@ -576,7 +576,10 @@ function monitor.health_tick()
       s.probing[name] = next_check(name, real, tg.comp.health.interval)
       s.inflight[name] = real
       next_due = math.min(next_due, tg.comp.health.interval)
-      mcp.spawn({ name = "health:" .. name, timeout = tg.comp.health.timeout + 10 }, function()
+      -- A lua check is operator code: the [lua] budget and memory cap hold.
+      mcp.spawn({ name = "health:" .. name, timeout = tg.comp.health.timeout + 10,
+        instructions = mcp.config.lua.task_instructions,
+        memory = mcp.config.lua.task_memory }, function()
         local ok, err = pcall(require("mcp.monitor").check, tg)
         s.inflight[name] = nil
         if not ok then mcp.log.error("health %s: %s", name, tostring(err)) end
