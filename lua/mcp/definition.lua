@@ -353,8 +353,11 @@ local function check_utf8(ctx, path, v, depth)
   if type(v) == "string" then
     local at = utf8_bad_offset(v)
     if at then
-      ctx:err(path, string.format("string is not valid UTF-8 (byte \\x%02X at offset %d)",
-        v:byte(at), at))
+      local shown = v:sub(1, 60):gsub("[^\32-\126]", function(c)
+        return string.format("\\x%02X", c:byte())
+      end)
+      ctx:err(path, string.format("\"%s\" is not valid UTF-8 (byte \\x%02X at offset %d)",
+        shown, v:byte(at), at))
     end
   elseif type(v) == "table" then
     for k, x in pairs(v) do

@@ -379,7 +379,16 @@ function deploy.run(def, opts)
     return nil, perr, "unavailable"
   end
   local current = registry.revision_current(db(), def.name)
-  registry.service_put(db(), def, opts.source or "api", planner.spec_hash(def))
+  -- The service's active flag changes only when the deploy succeeds: a
+  -- stopped service whose deploy fails (or whose agent is killed mid-way)
+  -- must stay stopped, not be brought back by the monitor.
+  local known = registry.service_get(db(), def.name)
+  local record = def
+  if known and known.active ~= (def.active ~= false) then
+    record = { active = known.active }
+    for k, v in pairs(def) do if k ~= "active" then record[k] = v end end
+  end
+  registry.service_put(db(), record, opts.source or "api", planner.spec_hash(def))
   local rev = registry.revision_new(db(), def.name, { definition = def })
   local ctx = setmetatable({
     service = def.name, def = def, revision = rev, policy = policy,
