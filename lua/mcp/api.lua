@@ -357,6 +357,22 @@ local function format_value(v)
   return string.format("%.17g", v)
 end
 
+-- A copy of v whose strings that are not valid UTF-8 have their bytes
+-- outside printable ASCII written \xNN.
+local function printable_json(v, depth)
+  depth = depth or 0
+  if type(v) == "string" then
+    if v:find("[\128-\255%z]") then
+      return (v:gsub("[^\32-\126\t\n]", function(c) return string.format("\\x%02X", c:byte()) end))
+    end
+    return v
+  end
+  if type(v) ~= "table" or depth > 100 then return v end
+  local out = {}
+  for k, x in pairs(v) do out[printable_json(k, depth + 1)] = printable_json(x, depth + 1) end
+  return setmetatable(out, getmetatable(v))
+end
+
 -- A path as it can appear in a JSON message: bytes that are not printable
 -- ASCII are written \xNN (the path may hold any byte a client sent).
 local function printable(s)
@@ -572,6 +588,11 @@ local function finish(req, label, status, body, headers)
   end
   if type(body) == "table" then
     local ok, text = pcall(mcp.json.encode, body, { sort = true })
+    if not ok and tostring(text):find("UTF-8", 1, true) then
+      -- A message quoting what a client sent may hold bytes JSON cannot:
+      -- show them as \xNN rather than fail the answer.
+      ok, text = pcall(mcp.json.encode, printable_json(body), { sort = true })
+    end
     if not ok then
       mcp.log.error("api %s %s: %s", req.method, label, tostring(text))
       status, headers = 500, nil

@@ -352,7 +352,11 @@ local function check_utf8(ctx, path, v, depth)
   if depth > 20 then return end
   if type(v) == "string" then
     local at = utf8_bad_offset(v)
-    if at then
+    local nul = v:find("%z")
+    if nul and not at then
+      -- A NUL cuts a path, an argument or an environment entry short.
+      ctx:err(path, string.format("%q holds a NUL byte at offset %d", v:sub(1, 60), nul))
+    elseif at then
       local shown = v:sub(1, 60):gsub("[^\32-\126]", function(c)
         return string.format("\\x%02X", c:byte())
       end)
