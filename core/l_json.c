@@ -80,7 +80,10 @@ static void push_json(lua_State *L, json_t *v, int depth)
 int json_push_text(lua_State *L, const char *text, size_t len, char *err, size_t err_len)
 {
     json_error_t e;
-    json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &e);
+    /* \u0000 in a string is allowed: encode writes it (a Lua string may hold
+     * NUL bytes), and what the registry stored must read back. */
+    json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                           &e);
     if (!v) {
         snprintf(err, err_len, "line %d column %d: %s", e.line, e.column, e.text);
         return -1;
@@ -200,7 +203,15 @@ static json_t *to_json(lua_State *L, int idx, int depth, char *err, size_t err_l
             char num[64];
             const char *key;
             if (lua_type(L, -2) == LUA_TSTRING) {
-                key = lua_tostring(L, -2);
+                size_t klen;
+                key = lua_tolstring(L, -2, &klen);
+                if (strlen(key) != klen) {
+                    /* jansson's keys are C strings: it would be cut short. */
+                    snprintf(err, err_len, "a key with a NUL byte cannot be written in JSON");
+                    lua_pop(L, 2);
+                    json_decref(obj);
+                    return NULL;
+                }
             } else if (lua_type(L, -2) == LUA_TNUMBER) {
                 snprintf(num, sizeof num, "%.17g", lua_tonumber(L, -2));
                 key = num;

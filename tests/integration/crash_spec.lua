@@ -56,14 +56,26 @@ end
 -- Operations, sent by a background shell script so that the agent can be
 -- killed in the middle of one.
 
-local function random_ops(rand)
+-- Half the operations deploy; stop, start and undeploy go to a service the
+-- model says is deployed (a deploy when none is), so that most of them do
+-- something.
+local function random_ops(rand, model)
   local ops = {}
   for _ = 1, rand(1, 3) do
-    local svc = SERVICES[rand(1, #SERVICES)]
     local r = rand(1, 10)
-    ops[#ops + 1] = { kind = r <= 5 and "deploy" or r <= 7 and "stop" or r <= 8 and "start"
-      or "undeploy", svc = svc.name, image = rand(1, 2) == 1 and podman_env.image1
-      or podman_env.image2 }
+    local kind = r <= 5 and "deploy" or r <= 7 and "stop" or r <= 8 and "start" or "undeploy"
+    local svc = SERVICES[rand(1, #SERVICES)].name
+    if kind ~= "deploy" then
+      local deployed = {}
+      for _, s in ipairs(SERVICES) do
+        if model[s.name] and model[s.name].status ~= "absent" then
+          deployed[#deployed + 1] = s.name
+        end
+      end
+      if #deployed == 0 then kind = "deploy" else svc = deployed[rand(1, #deployed)] end
+    end
+    ops[#ops + 1] = { kind = kind, svc = svc,
+      image = rand(1, 2) == 1 and podman_env.image1 or podman_env.image2 }
   end
   return ops
 end
@@ -218,9 +230,25 @@ describe("an agent killed with SIGKILL", function()
         trial, seed), function()
       math.randomseed(seed)
       local rand = math.random
-      local ops = random_ops(rand)
-      local delay = rand() * duration_of(ops)
+      local ops = random_ops(rand, model)
+      -- The moment of the kill: at random within the whole stream, or (more
+      -- often, where it matters most) at random within one of its deploys,
+      -- timed from the agent's log line that the deploy began.
+      local target
+      for _, op in ipairs(ops) do
+        if op.kind == "deploy" and (not target or rand() < 0.5) then target = op end
+      end
+      local mode = target and rand() < 0.7 and "in a deploy of " .. target.svc or "in the stream"
+      local delay = rand() * (target and mode ~= "in the stream"
+        and (BY_NAME[target.svc].policy == "rolling" and 2.6 or 0.5) or duration_of(ops))
+      local log_before = #agent:log_text()
       local dir = send(agent, ops)
+      if mode ~= "in the stream" then
+        pcall(agent_env.wait_for, function()
+          return agent:log_text():find(target.svc .. ": deploying: revision", log_before + 1,
+            true)
+        end, 10)
+      end
       sleep(delay)
       conv.kill9(agent.pid)
       agent_env.wait_for(function()
@@ -228,8 +256,8 @@ describe("an agent killed with SIGKILL", function()
       end, 70, "the operations to end")
       local allowed, log = account(model, ops, dir)
       run("rm -rf " .. q(dir))
-      print(("crash trial %d seed %d: killed after %.2fs: %s"):format(trial, seed, delay,
-        table.concat(log, "; ")))
+      print(("crash trial %d seed %d: killed %s after %.2fs: %s"):format(trial, seed, mode,
+        delay, table.concat(log, "; ")))
 
       local ok, ierr = conv.integrity(agent.data_dir)
       assert(ok, ierr)

@@ -120,8 +120,9 @@ describe("SIGTERM during a deploy", function()
   end
 
   -- One trial: a deployed service, a redeploy with the other image, SIGTERM
-  -- `delay` seconds into it; then the checks.
-  local function trial_body(name, policy, delay, expect_abandon)
+  -- `delay` seconds into it (after the request was sent; with `started`,
+  -- after the agent logged that the deploy began); then the checks.
+  local function trial_body(name, policy, delay, expect_abandon, started)
     local old = deploy(name, policy, env.image1)
     local status = agent:api("PUT", "/v1/services/" .. name, {
       body = definition(name, policy, env.image2),
@@ -129,6 +130,11 @@ describe("SIGTERM during a deploy", function()
     assert.equal(200, status)
     local log_before = #agent:log_text()
     local wait = background(agent, "POST", "/v1/services/" .. name .. "/deploy")
+    if started then
+      agent_env.wait_for(function()
+        return agent:log_text():find(name .. ": deploying: revision", log_before + 1, true)
+      end, 20, "the deploy to begin")
+    end
     os.execute(("sleep %.3f"):format(delay))
     local rc, took = terminate(agent)
     local code, body = wait()
@@ -179,13 +185,14 @@ describe("SIGTERM during a deploy", function()
   end
 
   it("lets a short recreate deploy finish before it exits 0", function()
-    trial("term-short", "recreate", 0.05, false)
+    trial("term-short", "recreate", 0.05, false, true)
   end)
 
   it("abandons a rolling deploy longer than stop_timeout, exits 0 in time, and the next "
     .. "start rolls it back or completes it", function()
-    -- A rolling deploy drains the old revision for 2 s: longer than STOP.
-    trial("term-long", "rolling", 0.8, true)
+    -- A rolling deploy drains the old revision for 2 s after the new one is
+    -- healthy: from its start, more than STOP is left.
+    trial("term-long", "rolling", 0.1, true, true)
   end)
 
   for i = 1, TRIALS do
