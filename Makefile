@@ -52,7 +52,7 @@ test: all
 check:
 	$(MAKE) B=build/san OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer" \
 	    LDFLAGS="-fsanitize=address,undefined" build/san/mcp-agent build/san/mcp \
-	    build/san/lua/mcp/core.so
+	    build/san/lua/mcp/core.so build/san/tests/test_toml
 	rm -rf build/san/reports
 	MCP_BUILD=build/san MCP_SANITIZE=1 MCP_SAN_REPORTS=$(CURDIR)/build/san/reports \
 	    sh tests/run.sh; rc=$$?; \
