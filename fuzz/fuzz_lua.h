@@ -25,11 +25,13 @@
 #ifndef MCP_FUZZ_LUA_H
 #define MCP_FUZZ_LUA_H
 
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <luajit.h>
@@ -74,6 +76,13 @@ static void fuzz_lua_hook(lua_State *L, lua_Debug *ar)
  * limit leaves the runtime's own hook in place. */
 static void fuzz_lua_hook_on(lua_State *L)
 {
+    /* MCP_FUZZ_NO_LUA_COV=1: C coverage only (fuzz/run.sh merges the kept
+     * corpus so: Lua line edges would keep thousands of inputs). */
+    static int off = -1;
+    if (off < 0)
+        off = getenv("MCP_FUZZ_NO_LUA_COV") != NULL;
+    if (off)
+        return;
     lua_Hook h = lua_gethook(L);
     if (h != fuzz_lua_hook) {
         fuzz_lua_rt_hook = h;
@@ -136,6 +145,24 @@ static int fuzz_lua_task(struct fuzz_lua *f, int nargs, const char *name,
     return task_run_until_done(&f->a.rt, t, L);
 }
 
+static int fuzz_lua_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);                       /* best effort: go on */
+    return 0;
+}
+
+/* The temp dir goes when the process ends normally (libFuzzer's -runs,
+ * -max_total_time, a merge); after a crash it stays, with what the input
+ * left in it. */
+static void fuzz_lua_cleanup(void)
+{
+    if (fuzz_lua_state.dir[0])
+        nftw(fuzz_lua_state.dir, fuzz_lua_rm, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 /* extra_config: TOML appended to the generated config, after its [lua]
  * section (NULL: none). lua_section replaces that section (NULL: limits of
  * 20 million instructions, 5 s and 64 MiB per run). */
@@ -150,6 +177,7 @@ static struct fuzz_lua *fuzz_lua_init(const char *driver, const char *lua_sectio
     snprintf(f->dir, sizeof f->dir, "/tmp/mcp-fuzz-XXXXXX");
     if (!mkdtemp(f->dir))
         fuzz_lua_die("mkdtemp", "cannot create /tmp/mcp-fuzz-XXXXXX");
+    atexit(fuzz_lua_cleanup);
     char path[128];
     const char *subdirs[] = { "data", "services", "policies", NULL };
     for (int i = 0; subdirs[i]; i++) {

@@ -9,9 +9,11 @@
 #   build/fuzz/NAME_fuzz build/fuzz/artifacts/NAME/crash-...
 #
 # The kept corpus, fuzz/corpus/NAME, is read, never written: new inputs go to
-# build/fuzz/corpus/NAME. fuzz/regress/NAME holds the inputs of findings. MERGE=1 folds those back into fuzz/corpus/NAME,
-# minimised (libFuzzer -merge=1), after the runs. FUZZ_JOBS=N runs N
-# harnesses at a time (default 1).
+# build/fuzz/corpus/NAME. The inputs of findings, fuzz/regress/NAME, run
+# first every time. MERGE=1 folds the new inputs back into fuzz/corpus/NAME
+# after the runs, minimised (libFuzzer -merge=1) on C coverage. FUZZ_JOBS=N
+# runs N harnesses at a time (default 1). MCP_FUZZ_KNOWN (fuzz/fuzz_lua.h)
+# looks past findings already reported.
 #
 # Harnesses: toml (core/toml.c), podman (core/podman_parse.c: events lines,
 # logs frames), console (core/console.c's frame parser and the console's
@@ -129,8 +131,10 @@ if [ -n "${MERGE:-}" ]; then
     for name in $NAMES; do
         [ -x "$B/${name}_fuzz" ] || continue
         mkdir -p "fuzz/corpus/$name"
-        "$ROOT/$B/${name}_fuzz" -merge=1 -max_len=65536 "fuzz/corpus/$name" \
-            "$B/corpus/$name" >"$B/$name.merge.log" 2>&1 &&
+        # On C coverage only: with the Lua line edges of the Lua-backed
+        # harnesses, a minimal corpus still has thousands of inputs.
+        MCP_FUZZ_NO_LUA_COV=1 "$ROOT/$B/${name}_fuzz" -merge=1 -max_len=65536 \
+            "fuzz/corpus/$name" "$B/corpus/$name" >"$B/$name.merge.log" 2>&1 &&
             echo "fuzz $name: corpus merged ($(ls "fuzz/corpus/$name" | wc -l) files)"
     done
 fi
